@@ -1,0 +1,206 @@
+"""The checkpoint format: a dict of named parts, written atomically, loaded without unpickling objects.
+
+A checkpoint written by `Trainer.save_checkpoint` holds:
+
+| key                | what                                                              |
+|--------------------|-------------------------------------------------------------------|
+| `state_dict`       | the model weights (Lightning's key, so weights move both ways)    |
+| `hyper_parameters` | what `save_hyperparameters()` recorded, as plain Python values    |
+| `epoch`, `global_step` | where the run was                                             |
+| `loops`            | the fit loop's position: epoch, batches done, whether it finished |
+| `optimizers`       | `{"0": {"class": "Adam", "state": ...}, ...}`                     |
+| `lr_schedulers`    | `{"0": {"class": ..., "state": ..., "interval": ...}}`            |
+| `precision`        | the grad scaler's state, if any                                   |
+| `callbacks`        | `{callback.state_key: callback.state_dict()}`                     |
+| `logs`             | the partial epoch aggregates of `self.log`                        |
+| `loggers`          | each logger's identity, so a resumed run continues the same run   |
+| `data`             | the sampler seed and position of the training data                |
+| `datamodule`       | `DataModule.state_dict()`                                         |
+| `rng`              | python, numpy, torch and cuda generator states                    |
+
+Every value is a tensor or a plain Python container of numbers and strings, so the file loads with
+`torch.load(path, weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+FORMAT_VERSION = 1
+EXTENSION = ".ckpt"
+# Lightning checks for this key when it loads a checkpoint; with it, an ember checkpoint opens there too.
+LIGHTNING_VERSION_KEY = "pytorch-lightning_version"
+LIGHTNING_VERSION_VALUE = "2.4.0"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, truncated, not a checkpoint, or not matching the model."""
+
+
+def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write `checkpoint` to `path` atomically: a temporary file in the same folder, fsync'd, then renamed.
+
+    A crash at any moment leaves either the previous file or the new one, never a half-written file.
+
+    Example:
+        >>> save_checkpoint({"state_dict": model.state_dict()}, "runs/last.ckpt")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(checkpoint), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # note: BaseException so that a KeyboardInterrupt mid-write also leaves no stray temp file
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
+    """Load a checkpoint safely (`weights_only=True`) and check that it is one.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a checkpoint, or holds pickled objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {str(path)!r}: the file does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"Could not read the checkpoint {str(path)!r} ({size} bytes): {type(err).__name__}: {err}. "
+            "The file is truncated, corrupt, or holds pickled Python objects that a safe load refuses. "
+            "If it was written by ember, load an earlier checkpoint (ember writes atomically, so the "
+            "previous file is intact); if it holds objects you trust, load it with "
+            "torch.load(path, weights_only=False) and save the tensors again."
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        kind = type(checkpoint).__name__
+        keys = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else None
+        raise CheckpointError(
+            f"{str(path)!r} is not a training checkpoint: expected a dict with a 'state_dict' key, "
+            f"got a {kind}" + (f" with keys {keys}" if keys is not None else "") + ". "
+            "If it is a bare state dict, load it with model.load_state_dict(torch.load(path))."
+        )
+    return checkpoint
+
+
+def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True,
+                 source: str = "the checkpoint") -> None:
+    """`model.load_state_dict` with an error that names the missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and hasattr(state_dict[k], "shape") and state_dict[k].shape != own[k].shape
+    ]
+    if mismatched or (strict and (missing or unexpected)):
+        lines = [f"The weights in {source} do not match {type(model).__name__}."]
+        if missing:
+            lines.append(f"  missing from the checkpoint ({len(missing)}): {_short(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected in the checkpoint ({len(unexpected)}): {_short(unexpected)}")
+        if mismatched:
+            lines.append(f"  different shapes ({len(mismatched)}): {_short(mismatched)}")
+        lines.append("Check that the model is built with the same hyperparameters as when it was saved; "
+                     "pass strict=False to load only the matching keys (shapes must still match).")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=strict)
+
+
+def _short(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def to_plain(value: Any, where: str = "hyper_parameters") -> Any:
+    """Turn hyperparameters into plain Python values (dict, list, str, numbers, None) for a safe load.
+
+    OmegaConf configs, argparse Namespaces, tuples, paths and enums are converted; other objects raise.
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (os.PathLike,)):
+        return os.fspath(value)
+    if isinstance(value, torch.dtype):
+        return str(value)
+    if type(value).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return to_plain(OmegaConf.to_container(value, resolve=True), where)
+    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
+        return to_plain(vars(value), where)
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hasattr(value, "name") and hasattr(value, "value") and type(value).__mro__[-2].__name__ == "Enum":
+        return value.name
+    if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalars
+        return value.item()
+    raise TypeError(
+        f"{where} is a {type(value).__name__}, which a checkpoint cannot hold safely (it loads with "
+        "weights_only=True, so only tensors, numbers, strings, lists and dicts). Pass plain values to "
+        "save_hyperparameters, or leave this argument out with save_hyperparameters(ignore=[...])."
+    )
+
+
+def rng_states() -> dict[str, Any]:
+    """The states of every random generator a training step may draw from."""
+    states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        states["numpy"] = {"keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                           "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    except ImportError:
+        pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    """Put back what `rng_states` returned."""
+    python = states["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    torch.set_rng_state(states["torch"])
+    if "numpy" in states:
+        import numpy as np
+
+        n = states["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,216 @@
+"""DataModule, resumable sampling, and moving batches to the device.
+
+Exact mid-epoch resume needs two facts about the training data: the order of this epoch and how far
+into it the run got. `ResumableSampler` makes the order a function of (seed, epoch), so it needs no
+saved permutation, and `ResumableBatchSampler` starts at a saved batch position by skipping indices,
+never loading the skipped samples. A plain `DataLoader(dataset, batch_size=..., shuffle=True)` gets
+these swapped in, as a distributed sampler would be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
+
+from ember.hparams import HyperparametersMixin
+
+
+class DataModule(HyperparametersMixin):
+    """Where the data comes from: download once, set up per stage, hand out dataloaders.
+
+    Example:
+        >>> class Digits(ember.DataModule):
+        ...     def setup(self, stage):
+        ...         self.train = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
+        ...     def train_dataloader(self):
+        ...         return DataLoader(self.train, batch_size=8, shuffle=True)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trainer = None
+
+    def prepare_data(self) -> None:
+        """Download or write to disk, once per machine. Do not set state here."""
+
+    def setup(self, stage: str) -> None:
+        """Build datasets for `stage` ('fit', 'validate', 'test' or 'predict')."""
+
+    def teardown(self, stage: str) -> None:
+        """Release what `setup` built."""
+
+    def train_dataloader(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} defines no train_dataloader(); define it to fit.")
+
+    def val_dataloader(self) -> Any:
+        return []
+
+    def test_dataloader(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} defines no test_dataloader(); define it to test.")
+
+    def predict_dataloader(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} defines no predict_dataloader(); define it to "
+                                  "predict.")
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return move_to_device(batch, device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to save in checkpoints (for example a tokenizer's vocabulary size)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Put back what `state_dict` returned."""
+
+
+class ResumableSampler(Sampler[int]):
+    """Indices in an order fixed by (seed, epoch): shuffled with its own generator, or sequential."""
+
+    def __init__(self, length: int, shuffle: bool, seed: int = 0):
+        self.length, self.shuffle, self.seed, self.epoch = length, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.length))
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class ResumableBatchSampler(BatchSampler):
+    """Batches of a `ResumableSampler`, able to start at batch `start` without loading the ones before."""
+
+    def __init__(self, sampler: ResumableSampler, batch_size: int, drop_last: bool):
+        super().__init__(sampler, batch_size, drop_last)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start, self.start = self.start, 0  # the skip applies to one epoch only
+        for i, batch in enumerate(super().__iter__()):
+            if i >= start:
+                yield batch
+
+
+def make_resumable(loader: Any, seed: int) -> tuple[Any, bool]:
+    """Return (loader, True) with ember's samplers swapped in, or (loader, False) if that cannot be done.
+
+    Only a `DataLoader` built with `batch_size` over a map-style dataset and torch's standard
+    sequential or random sampler (without replacement) can be swapped; anything else is left as it is.
+    """
+    if type(loader) is not DataLoader or isinstance(loader.dataset, IterableDataset):
+        return loader, False
+    if isinstance(loader.batch_sampler, ResumableBatchSampler):
+        return loader, True
+    if loader.batch_size is None or type(loader.batch_sampler) is not BatchSampler:
+        return loader, False
+    sampler = loader.sampler
+    if type(sampler) is RandomSampler and not sampler.replacement and sampler._num_samples is None:
+        shuffle = True
+    elif type(sampler) is SequentialSampler:
+        shuffle = False
+    else:
+        return loader, False
+    batch_sampler = ResumableBatchSampler(ResumableSampler(len(loader.dataset), shuffle, seed),
+                                          loader.batch_size, loader.drop_last)
+    return rebuild_loader(loader, batch_sampler=batch_sampler, generator=private_generator(seed)), True
+
+
+def private_generator(seed: int) -> torch.Generator:
+    """A generator for a DataLoader's worker seeds, so that starting an epoch draws nothing from the
+    global torch generator (which would shift every random draw of the training after a resume)."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def rebuild_loader(loader: DataLoader, **changes: Any) -> DataLoader:
+    """A new DataLoader with the same settings as `loader` except `changes`."""
+    kwargs = dict(
+        dataset=loader.dataset, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory, timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context, generator=loader.generator,
+        persistent_workers=loader.persistent_workers,
+        pin_memory_device=getattr(loader, "pin_memory_device", ""),
+    )
+    if loader.num_workers > 0:
+        kwargs["prefetch_factor"] = loader.prefetch_factor
+    kwargs.update(changes)
+    if "batch_sampler" not in changes:
+        kwargs.update(batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last)
+    return DataLoader(**kwargs)
+
+
+def as_loader_list(loaders: Any, what: str) -> list[Any]:
+    """One dataloader or a list/tuple/dict of them, as a list (dict order kept)."""
+    if loaders is None:
+        return []
+    if isinstance(loaders, Mapping):
+        return list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        for i, item in enumerate(loaders):
+            if not _iterable(item):
+                raise TypeError(f"{what}[{i}] is a {type(item).__name__}; expected a DataLoader or another "
+                                "iterable of batches.")
+        return list(loaders)
+    if not _iterable(loaders):
+        raise TypeError(f"{what} is a {type(loaders).__name__}; expected a DataLoader (or an iterable of "
+                        "batches, or a list of them).")
+    return [loaders]
+
+
+def _iterable(obj: Any) -> bool:
+    return hasattr(obj, "__iter__") and not isinstance(obj, (str, bytes, torch.Tensor))
+
+
+def loader_length(loader: Any) -> int | None:
+    """`len(loader)`, or None for loaders without a length (iterable datasets)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in `batch` (nested lists, tuples, dicts, dataclasses, `.to()`-able objects)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=batch.is_pinned())
+    if isinstance(batch, Mapping):
+        moved = {k: move_to_device(v, device) for k, v in batch.items()}
+        try:
+            return type(batch)(moved)
+        except TypeError:
+            return moved
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return dataclasses.replace(batch, **{f.name: move_to_device(getattr(batch, f.name), device)
+                                             for f in dataclasses.fields(batch) if f.init})
+    if hasattr(batch, "to") and callable(batch.to):
+        return batch.to(device)
+    return batch
+
+
+def warn_not_resumable(loader: Any) -> None:
+    warnings.warn(
+        f"Resuming in the middle of an epoch cannot be exact with this training data "
+        f"({type(loader).__name__} over {type(getattr(loader, 'dataset', loader)).__name__}): ember can "
+        "only restore the order and position of a torch DataLoader built with batch_size over a "
+        "map-style dataset with shuffle=True/False. The epoch restarts from its first batch.",
+        stacklevel=3,
+    )
+
+
+__all__: Sequence[str] = ["DataModule", "ResumableSampler", "ResumableBatchSampler", "make_resumable",
+                          "move_to_device"]

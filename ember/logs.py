@@ -1,0 +1,334 @@
+"""What `self.log` collects: the latest step values, the epoch aggregates, and the metric dicts.
+
+The hot path (`LogCollector.log`) stores detached tensors and never calls `.item()`: values reach the
+loggers every `log_every_n_steps` and the progress bar a few times a second, and only then are they
+read back to the host.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+
+REDUCTIONS = ("mean", "sum", "max", "min")
+
+# Per hook: (default on_step, default on_epoch). A hook not listed here may not log.
+_STEP_HOOKS = ("training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward",
+               "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
+_EPOCH_HOOKS = ("validation_step", "test_step", "on_validation_batch_start", "on_validation_batch_end",
+                "on_test_batch_start", "on_test_batch_end", "on_train_start", "on_train_epoch_start",
+                "on_train_epoch_end", "on_validation_start", "on_validation_end",
+                "on_validation_epoch_start", "on_validation_epoch_end", "on_test_start", "on_test_end",
+                "on_test_epoch_start", "on_test_epoch_end")
+LOGGING_DEFAULTS: dict[str, tuple[bool, bool]] = {
+    **{h: (True, False) for h in _STEP_HOOKS},
+    **{h: (False, True) for h in _EPOCH_HOOKS},
+}
+
+_COMPACT_EVERY = 1024  # bounded memory on very long epochs: fold the stored values into one total
+
+
+def _is_metric(value: Any) -> bool:
+    """A torchmetrics Metric, recognised without importing torchmetrics."""
+    return hasattr(value, "compute") and hasattr(value, "reset") and hasattr(value, "_forward_cache")
+
+
+@dataclass
+class _Key:
+    """How one logged name is reported: fixed by its first `self.log` call in a stage."""
+
+    name: str
+    prog_bar: bool
+    logger: bool
+    on_step: bool
+    on_epoch: bool
+    reduce_fx: str
+    sync_dist: bool
+
+    @property
+    def step_name(self) -> str:
+        return f"{self.name}_step" if self.on_epoch else self.name
+
+    @property
+    def epoch_name(self) -> str:
+        return f"{self.name}_epoch" if self.on_step else self.name
+
+
+class EpochAggregate:
+    """The running reduction of one key over an epoch: weighted mean, sum, max or min."""
+
+    def __init__(self, reduce_fx: str):
+        self.reduce_fx = reduce_fx
+        self.values: list[torch.Tensor] = []
+        self.weights: list[float] = []
+        self.total: torch.Tensor | None = None
+        self.weight = 0.0
+
+    def add(self, value: torch.Tensor, weight: float) -> None:
+        self.values.append(value)
+        self.weights.append(weight)
+        if len(self.values) >= _COMPACT_EVERY:
+            self._compact()
+
+    def _compact(self) -> None:
+        if not self.values:
+            return
+        values = torch.stack([v.reshape(()) for v in self.values]).double()
+        if self.reduce_fx == "mean":
+            weights = torch.tensor(self.weights, dtype=torch.float64, device=values.device)
+            part = (values * weights).sum()
+        elif self.reduce_fx == "sum":
+            part = values.sum()
+        elif self.reduce_fx == "max":
+            part = values.max()
+        else:
+            part = values.min()
+        if self.total is None:
+            self.total = part
+        elif self.reduce_fx in ("mean", "sum"):
+            self.total = self.total + part
+        elif self.reduce_fx == "max":
+            self.total = torch.maximum(self.total, part)
+        else:
+            self.total = torch.minimum(self.total, part)
+        self.weight += sum(self.weights)
+        self.values, self.weights = [], []
+
+    def compute(self) -> torch.Tensor:
+        self._compact()
+        if self.total is None:
+            raise ValueError("nothing was logged")
+        if self.reduce_fx == "mean":
+            return (self.total / self.weight).float()
+        return self.total.float()
+
+    def state_dict(self) -> dict[str, Any]:
+        self._compact()
+        return {"reduce_fx": self.reduce_fx, "total": None if self.total is None else self.total.cpu(),
+                "weight": self.weight}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> "EpochAggregate":
+        agg = cls(state["reduce_fx"])
+        agg.total, agg.weight = state["total"], state["weight"]
+        return agg
+
+
+class _StageLog:
+    """The keys, unsent step values and epoch aggregates of one stage (training, or evaluation)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, _Key] = {}
+        self._step_values: dict[str, torch.Tensor] = {}  # latest on_step values not yet sent to loggers
+        self._epoch: dict[str, EpochAggregate] = {}
+        self._metrics: dict[str, Any] = {}  # torchmetrics objects logged on_epoch
+
+
+class LogCollector:
+    """Everything `self.log` records during a run, and the three metric dicts the Trainer exposes.
+
+    - `callback_metrics`: what callbacks monitor (latest step values, then epoch values).
+    - `logged_metrics`: what was last sent to the loggers.
+    - `progress_bar_metrics`: the `prog_bar=True` values as Python floats (read on demand).
+    """
+
+    def __init__(self) -> None:
+        self.callback_metrics: dict[str, torch.Tensor] = {}
+        self.logged_metrics: dict[str, torch.Tensor] = {}
+        self._prog_bar: dict[str, torch.Tensor] = {}
+        self.hook: str | None = None  # the hook now running, set by the Trainer
+        self.dataloader_idx: int | None = None  # set when an eval stage has several dataloaders
+        self.batch: Any = None
+        self._batch_size: int | None = None
+        self._warned_batch_size = False
+        # training keeps its epoch aggregates while a validation runs in the middle of the epoch
+        self._train, self._eval = _StageLog(), _StageLog()
+        self._stage = self._train
+        # set by a distributed strategy: reduce(value, reduce_fx) across processes
+        self.reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None
+
+    def use(self, stage: str) -> None:
+        """Collect into the training log ('train') or the evaluation log ('eval')."""
+        self._stage = self._train if stage == "train" else self._eval
+
+    def reset_stage(self) -> None:
+        """Forget the keys and epoch aggregates of the current stage: a new epoch starts."""
+        self._stage.__init__()
+
+    def start_batch(self, batch: Any) -> None:
+        self.batch = batch
+        self._batch_size = None
+
+    def log(self, name: str, value: Any, prog_bar: bool = False, logger: bool = True,
+            on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: str | Callable = "mean",
+            sync_dist: bool = False, batch_size: int | None = None, reduce: Callable | None = None) -> None:
+        hook = self.hook
+        defaults = LOGGING_DEFAULTS.get(hook) if hook else None
+        if defaults is None:
+            raise RuntimeError(
+                f"self.log({name!r}, ...) was called from {hook or 'outside a running Trainer stage'}, "
+                "where logging is not allowed. Log from training_step, validation_step, test_step or "
+                f"the batch/epoch hooks; allowed hooks: {', '.join(sorted(LOGGING_DEFAULTS))}."
+            )
+        if self.dataloader_idx is not None:
+            name = f"{name}/dataloader_idx_{self.dataloader_idx}"
+        key = self._stage._keys.get(name)
+        if key is None:
+            key = self._new_key(name, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, defaults)
+        if _is_metric(value):
+            self._log_metric(key, value)
+            return
+        value = self._to_scalar(name, value)
+        if key.sync_dist and self.reduce is not None:
+            value = self.reduce(value, key.reduce_fx)
+        if key.on_step:
+            if key.logger:
+                self._stage._step_values[key.step_name] = value
+            self.callback_metrics[key.name] = value
+            if key.on_epoch:
+                self.callback_metrics[key.step_name] = value
+            if key.prog_bar:
+                self._prog_bar[key.step_name] = value
+        if key.on_epoch:
+            agg = self._stage._epoch.get(name)
+            if agg is None:
+                agg = self._stage._epoch[name] = EpochAggregate(key.reduce_fx)
+            if key.reduce_fx == "mean":
+                agg.add(value, self._weight(batch_size))
+            else:
+                agg.add(value, 1.0)
+
+    def _new_key(self, name, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, defaults) -> _Key:
+        if callable(reduce_fx):
+            reduce_fx = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}.get(
+                reduce_fx, reduce_fx)
+        if reduce_fx not in REDUCTIONS:
+            raise ValueError(f"self.log({name!r}, reduce_fx={reduce_fx!r}): expected one of {REDUCTIONS} "
+                             "(or torch.mean/sum/max/min).")
+        key = _Key(name, bool(prog_bar), bool(logger), defaults[0] if on_step is None else bool(on_step),
+                   defaults[1] if on_epoch is None else bool(on_epoch), reduce_fx, bool(sync_dist))
+        if not key.on_step and not key.on_epoch:
+            raise ValueError(f"self.log({name!r}, on_step=False, on_epoch=False) records nothing; "
+                             "set on_step=True, on_epoch=True, or both.")
+        self._stage._keys[name] = key
+        return key
+
+    @staticmethod
+    def _to_scalar(name: str, value: Any) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"self.log({name!r}, value) expects a scalar, got a tensor of shape "
+                    f"{tuple(value.shape)}. Reduce it first (value.mean()), or log a torchmetrics Metric.")
+            return value.detach()
+        if isinstance(value, (bool, int, float)):
+            return torch.tensor(float(value))
+        if hasattr(value, "item") and getattr(value, "size", 2) == 1:  # numpy scalars
+            return torch.tensor(float(value.item()))
+        if isinstance(value, Mapping):
+            raise TypeError(f"self.log({name!r}, value) got a dict; use self.log_dict(values) for several "
+                            "values at once.")
+        raise TypeError(f"self.log({name!r}, value) expects a number, a scalar tensor or a torchmetrics "
+                        f"Metric, got {type(value).__name__}.")
+
+    def _weight(self, batch_size: int | None) -> float:
+        if batch_size is not None:
+            return float(batch_size)
+        if self._batch_size is None:
+            self._batch_size = _infer_batch_size(self.batch)
+            if self._batch_size is None:
+                self._batch_size = 1
+                if not self._warned_batch_size:
+                    self._warned_batch_size = True
+                    warnings.warn("self.log could not infer the batch size from the batch (no tensor in it), "
+                                  "so epoch means weight every step equally; pass batch_size=... to "
+                                  "self.log to weight by batch size.", stacklevel=3)
+        return float(self._batch_size)
+
+    def _log_metric(self, key: _Key, metric: Any) -> None:
+        if key.on_step:
+            value = metric._forward_cache
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.detach()
+                if key.logger:
+                    self._stage._step_values[key.step_name] = value
+                self.callback_metrics[key.name] = value
+                if key.prog_bar:
+                    self._prog_bar[key.step_name] = value
+        if key.on_epoch:
+            self._stage._metrics[key.name] = metric
+
+    def pop_step_values(self) -> dict[str, torch.Tensor]:
+        """The on_step values logged since the last call, for the loggers (not read back yet)."""
+        values, self._stage._step_values = self._stage._step_values, {}
+        self.logged_metrics.update(values)
+        return values
+
+    def end_epoch(self) -> dict[str, torch.Tensor]:
+        """Reduce the epoch aggregates; update the metric dicts; return what goes to the loggers."""
+        to_loggers: dict[str, torch.Tensor] = {}
+        for name, key in self._stage._keys.items():
+            if not key.on_epoch:
+                continue
+            if name in self._stage._metrics:
+                metric = self._stage._metrics[name]
+                value = metric.compute()
+                metric.reset()
+                if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                    raise ValueError(f"self.log({name!r}, metric): {type(metric).__name__}.compute() "
+                                     "returned a non-scalar; log a scalar metric or use log_dict with a "
+                                     "MetricCollection.")
+                value = value.detach()
+            elif name in self._stage._epoch:
+                value = self._stage._epoch[name].compute()
+                if key.sync_dist and self.reduce is not None:
+                    value = self.reduce(value, key.reduce_fx)
+            else:
+                continue
+            self.callback_metrics[key.name] = value
+            self.callback_metrics[key.epoch_name] = value
+            if key.prog_bar:
+                self._prog_bar.pop(key.step_name, None)
+                self._prog_bar[key.epoch_name] = value
+            if key.logger:
+                to_loggers[key.epoch_name] = value
+        self.logged_metrics.update(to_loggers)
+        self._stage._epoch.clear()
+        self._stage._metrics.clear()
+        return to_loggers
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        # note: a host-device sync point; the progress bar calls this a few times a second at most
+        return {k: v.item() for k, v in self._prog_bar.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The partial epoch aggregates and key options, so a mid-epoch resume reports the same epoch values."""
+        return {
+            "keys": {n: vars(k).copy() for n, k in self._train._keys.items()},
+            "epoch": {n: agg.state_dict() for n, agg in self._train._epoch.items()},
+            "callback_metrics": {k: v.detach().cpu() for k, v in self.callback_metrics.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._train._keys = {n: _Key(**k) for n, k in state["keys"].items()}
+        self._train._epoch = {n: EpochAggregate.from_state(s) for n, s in state["epoch"].items()}
+        self.callback_metrics.update(state["callback_metrics"])
+
+
+def _infer_batch_size(batch: Any) -> int | None:
+    """The length of the first tensor found in the batch (depth-first through lists, tuples, dicts)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() > 0 else 1
+    if isinstance(batch, Mapping):
+        batch = batch.values()
+    elif not isinstance(batch, (list, tuple)):
+        return None
+    for item in batch:
+        size = _infer_batch_size(item)
+        if size is not None:
+            return size
+    return None

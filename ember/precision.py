@@ -1,0 +1,103 @@
+"""Precision: which dtype the forward pass runs in, and loss scaling for float16.
+
+| precision      | weights  | forward                    | scaler            |
+|----------------|----------|----------------------------|-------------------|
+| `32-true`      | float32  | float32                    | -                 |
+| `64-true`      | float64  | float64 (inputs converted) | -                 |
+| `bf16-mixed`   | float32  | autocast to bfloat16       | -                 |
+| `16-mixed`     | float32  | autocast to float16        | GradScaler        |
+| `bf16-true`    | bfloat16 | bfloat16                   | -                 |
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ContextManager
+
+import torch
+
+ALIASES = {
+    "32": "32-true", 32: "32-true", "32-true": "32-true",
+    "64": "64-true", 64: "64-true", "64-true": "64-true",
+    "16": "16-mixed", 16: "16-mixed", "16-mixed": "16-mixed",
+    "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed", "bf16-true": "bf16-true",
+}
+
+
+def parse_precision(value: Any) -> str:
+    try:
+        return ALIASES[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"Trainer(precision={value!r}) is not a precision ember knows; expected one of "
+                         "'32-true', '64-true', 'bf16-mixed', '16-mixed', 'bf16-true' (or 32, 64, 16, "
+                         "'bf16').") from None
+
+
+class Precision:
+    """Autocast and grad scaling for one precision setting on one device type."""
+
+    def __init__(self, precision: str, device_type: str):
+        self.precision = precision
+        self.device_type = device_type
+        self.scaler: torch.amp.GradScaler | None = None
+        if precision == "16-mixed":
+            self.scaler = torch.amp.GradScaler(device_type)
+
+    @property
+    def param_dtype(self) -> torch.dtype | None:
+        return {"64-true": torch.float64, "bf16-true": torch.bfloat16}.get(self.precision)
+
+    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        dtype = self.param_dtype
+        return module.to(dtype) if dtype is not None else module
+
+    def convert_input(self, batch: Any) -> Any:
+        """Floating-point tensors in the batch take the weights' dtype under `64-true` / `bf16-true`."""
+        dtype = self.param_dtype
+        if dtype is None:
+            return batch
+        return _map_floats(batch, dtype)
+
+    def forward_context(self) -> ContextManager:
+        if self.precision == "bf16-mixed":
+            return torch.autocast(self.device_type, dtype=torch.bfloat16)
+        if self.precision == "16-mixed":
+            return torch.autocast(self.device_type, dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        loss.backward(*args, **kwargs)
+
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        """Bring gradients back to their true scale before clipping or inspecting them."""
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer, closure: Any = None) -> Any:
+        if self.scaler is None:
+            return optimizer.step(closure) if closure is not None else optimizer.step()
+        if closure is not None:
+            raise ValueError("16-mixed precision cannot step an optimizer that needs a closure (LBFGS); "
+                             "use precision='bf16-mixed' or '32-true'.")
+        result = self.scaler.step(optimizer)
+        self.scaler.update()
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def _map_floats(batch: Any, dtype: torch.dtype) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(dtype) if batch.is_floating_point() else batch
+    if isinstance(batch, dict):
+        return type(batch)({k: _map_floats(v, dtype) for k, v in batch.items()})
+    if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
+        return type(batch)(_map_floats(v, dtype) for v in batch)
+    return batch

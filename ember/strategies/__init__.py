@@ -1,0 +1,9 @@
+"""Strategies: where the model runs and how processes talk. Every distributed branch lives here.
+
+`SingleDevice` runs on one device. A DDP strategy (torch.distributed) implements the same methods:
+the Trainer calls them and never asks whether the run is distributed.
+"""
+
+from ember.strategies.single import SingleDevice, Strategy, select_strategy
+
+__all__ = ["Strategy", "SingleDevice", "select_strategy"]
