@@ -1,0 +1,73 @@
+"""Lightning's names on ember: `import ember.lightning as pl` in place of `import pytorch_lightning as pl`.
+
+The classes are ember's own. `Trainer` here also accepts the Lightning 1.x arguments that the 2.x API
+removed (`gpus=`, `accelerator='dp'`, `resume_from_checkpoint=`, `auto_lr_find=`), translates them, and
+says once what the 2.x form is.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from ember.callbacks import Callback
+from ember.data import DataModule as LightningDataModule
+from ember.module import Module as LightningModule
+from ember.seed import seed_everything
+from ember.trainer import Trainer as _EmberTrainer
+from ember.lightning import callbacks, loggers, tuner
+
+
+class LightningDeprecationWarning(FutureWarning):
+    """A Lightning 1.x argument was translated to its 2.x form."""
+
+
+class Trainer(_EmberTrainer):
+    """ember's Trainer, also taking the Lightning 1.x arguments that old code passes."""
+
+    def __init__(self, *args: Any, gpus: Any = None, resume_from_checkpoint: Any = None,
+                 auto_lr_find: Any = None, auto_scale_batch_size: Any = None, **kwargs: Any) -> None:
+        accelerator = kwargs.get("accelerator")
+        if accelerator in ("dp", "ddp", "ddp_spawn", "ddp2"):
+            _say(f"Trainer(accelerator={accelerator!r}) is Lightning 1.x; in 2.x it is "
+                 f"strategy={accelerator!r}. ember runs it on a single device.")
+            kwargs["accelerator"] = "auto"
+        if gpus is not None:
+            kwargs.update(_translate_gpus(gpus))
+        if auto_lr_find or auto_scale_batch_size:
+            _say("Trainer(auto_lr_find=/auto_scale_batch_size=) is Lightning 1.x; in 2.x use "
+                 "ember.lightning.tuner.Tuner(trainer).lr_find(model) / .scale_batch_size(model). Ignored here.")
+        super().__init__(*args, **kwargs)
+        self._resume_from_checkpoint = resume_from_checkpoint
+        if resume_from_checkpoint is not None:
+            _say("Trainer(resume_from_checkpoint=path) is Lightning 1.x; in 2.x it is "
+                 "trainer.fit(model, ckpt_path=path). ember resumes from it in fit.")
+
+    def fit(self, model: Any, train_dataloaders: Any = None, val_dataloaders: Any = None,
+            datamodule: Any = None, ckpt_path: Any = None) -> None:
+        if ckpt_path is None:
+            ckpt_path = self._resume_from_checkpoint
+        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path)
+
+
+def _translate_gpus(gpus: Any) -> dict[str, Any]:
+    wanted = gpus if isinstance(gpus, int) else len(gpus) if isinstance(gpus, (list, tuple)) else int(gpus)
+    if wanted == 0:
+        _say("Trainer(gpus=0) is Lightning 1.x; in 2.x it is accelerator='cpu'.")
+        return {"accelerator": "cpu"}
+    if not torch.cuda.is_available():
+        _say(f"Trainer(gpus={gpus!r}) is Lightning 1.x; in 2.x it is accelerator='gpu', devices={gpus!r}. No "
+             "GPU is available here, so ember runs on the CPU.")
+        return {"accelerator": "cpu"}
+    _say(f"Trainer(gpus={gpus!r}) is Lightning 1.x; in 2.x it is accelerator='gpu', devices={gpus!r}.")
+    return {"accelerator": "gpu", "devices": 1 if wanted == -1 else gpus}
+
+
+def _say(message: str) -> None:
+    warnings.warn(message, LightningDeprecationWarning, stacklevel=3)
+
+
+__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "callbacks", "loggers",
+           "seed_everything", "tuner"]

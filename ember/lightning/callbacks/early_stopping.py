@@ -1,0 +1,3 @@
+from ember.callbacks.early_stopping import EarlyStopping
+
+__all__ = ["EarlyStopping"]

@@ -1,0 +1,3 @@
+from ember.callbacks.model_checkpoint import ModelCheckpoint
+
+__all__ = ["ModelCheckpoint"]
