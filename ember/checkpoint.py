@@ -19,7 +19,9 @@ A checkpoint written by `Trainer.save_checkpoint` holds:
 | `rng`              | python, numpy, torch and cuda generator states                    |
 
 Every value is a tensor or a plain Python container of numbers and strings, so the file loads with
-`torch.load(path, weights_only=True)`.
+`torch.load(path, weights_only=True)`. `load_checkpoint` also reads Lightning's checkpoints: the two
+classes their hyperparameters may hold (Lightning's AttributeDict, argparse.Namespace) are allow-listed,
+and no other.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -90,7 +93,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict[s
     if not path.is_file():
         raise CheckpointError(f"No checkpoint at {str(path)!r}: the file does not exist.")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(_foreign_safe_globals()):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = _attribute_dicts_back(checkpoint)
     except Exception as err:
         size = path.stat().st_size
         raise CheckpointError(
@@ -109,6 +114,60 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict[s
             "If it is a bare state dict, load it with model.load_state_dict(torch.load(path))."
         )
     return checkpoint
+
+
+# Where Lightning's AttributeDict class has lived. Lightning pickles it when a hyperparameter is one (a
+# checkpoint of `__init__(self, cfg)` called with an AttributeDict); a safe load refuses unknown classes.
+_ATTRIBUTE_DICT_NAMES = (
+    "lightning.fabric.utilities.data.AttributeDict",
+    "lightning_fabric.utilities.data.AttributeDict",
+    "lightning.pytorch.utilities.parsing.AttributeDict",
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+)
+_made_by_stand_in = threading.local()
+
+
+class _AttributeDictStandIn:
+    """Allow-listed under Lightning's AttributeDict names while a checkpoint loads.
+
+    torch's safe loader fills only plain dicts, so this "class" builds a plain dict and remembers it;
+    `_attribute_dicts_back` then turns those dicts into ember's AttributeDict. Nothing from the file
+    runs: the loader calls `__new__` with no arguments, then stores the pickled items.
+    """
+
+    def __new__(cls, *args: Any) -> dict:  # type: ignore[misc]
+        made: dict = {}
+        _made_by_stand_in.ids.add(id(made))
+        return made
+
+
+def _foreign_safe_globals() -> list[Any]:
+    import argparse
+
+    _made_by_stand_in.ids = set()
+    return [(_AttributeDictStandIn, name) for name in _ATTRIBUTE_DICT_NAMES] + [argparse.Namespace]
+
+
+def _attribute_dicts_back(value: Any) -> Any:
+    ids = _made_by_stand_in.ids
+    if not ids:
+        return value
+    from ember.hparams import AttributeDict
+
+    def convert(item: Any) -> Any:
+        if type(item) is dict:
+            converted = {k: convert(v) for k, v in item.items()}
+            return AttributeDict(converted) if id(item) in ids else converted
+        if type(item) is list:
+            return [convert(v) for v in item]
+        if type(item) is tuple:
+            return tuple(convert(v) for v in item)
+        return item
+
+    try:
+        return convert(value)
+    finally:
+        _made_by_stand_in.ids = set()
 
 
 def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True,
