@@ -150,9 +150,7 @@ class Module(HyperparametersMixin, nn.Module):
         return None
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        """By default `self(batch)` (or `self(*batch)` for a tuple of inputs)."""
-        if isinstance(batch, (list, tuple)):
-            return self(*batch)
+        """By default `self(batch)`."""
         return self(batch)
 
     def configure_optimizers(self) -> Any:

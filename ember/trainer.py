@@ -800,8 +800,8 @@ class Trainer:
             datamodule.setup(stage)
         if self.is_global_zero:
             model.prepare_data()
-        model.setup(stage)
         self._callbacks.setup(self, model, stage)
+        model.setup(stage)
         self._precision.convert_module(model)
         self.strategy.setup_module(model)
 

@@ -79,3 +79,23 @@ def flatten(params: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict
         else:
             flat[name] = value
     return flat
+
+
+def add_prefix(metrics: Mapping[str, Any], prefix: str, sep: str = "-") -> dict[str, Any]:
+    """Lightning's logger `prefix`: {'loss': 1} with prefix 'train' -> {'train-loss': 1}."""
+    if not prefix:
+        return dict(metrics)
+    return {f"{prefix}{sep}{key}": value for key, value in metrics.items()}
+
+
+def scalar_params(params: Any) -> dict[str, bool | int | float | str]:
+    """Hyperparameters as one level of numbers, strings and bools, the values TensorBoard and MLflow
+    store: nested dicts become 'a/b' keys, one-element tensors their number, anything else its str()."""
+    if not isinstance(params, Mapping):
+        params = vars(params)  # an argparse Namespace
+    flat = flatten(params)
+    for key, value in flat.items():
+        if hasattr(value, "numel") and value.numel() == 1:
+            value = value.item()
+        flat[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat

@@ -1,0 +1,136 @@
+"""ModelCheckpoint (top-k, last, templates, state) and EarlyStopping semantics."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+import ember
+from ember.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from ember.checkpoint import load_checkpoint
+
+from conftest import Regressor, loader, quiet_trainer
+
+
+class Scripted(Regressor):
+    """Logs a given value per validation under `name`."""
+
+    def __init__(self, values, name="dev_loss"):
+        super().__init__()
+        self.values, self.name = list(values), name
+
+    def validation_step(self, batch, batch_idx):
+        self.log(self.name, torch.tensor(self.values[self.current_epoch]))
+
+
+def fit_scripted(tmp_path, values, callbacks, name="dev_loss", **kwargs):
+    trainer = quiet_trainer(tmp_path, max_epochs=len(values), callbacks=callbacks, logger=False,
+                            limit_val_batches=1, **kwargs)
+    trainer.fit(Scripted(values, name), loader(), loader())
+    return trainer
+
+
+def test_top_k_keeps_the_best_files_and_last(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="dev_loss", save_top_k=2,
+                                 filename="{epoch}-{dev_loss:.2f}", save_last=True)
+    fit_scripted(tmp_path, [0.5, 0.3, 0.4, 0.2, 0.6], [checkpoint])
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["epoch=1-dev_loss=0.30.ckpt", "epoch=3-dev_loss=0.20.ckpt",
+                                                     "last.ckpt"]
+    assert checkpoint.best_model_path == str(tmp_path / "ckpt" / "epoch=3-dev_loss=0.20.ckpt")
+    assert checkpoint.best_model_score.item() == pytest.approx(0.2)
+    assert checkpoint.kth_best_model_path.endswith("epoch=1-dev_loss=0.30.ckpt")
+    assert checkpoint.last_model_path == str(tmp_path / "ckpt" / "last.ckpt")
+    assert sorted(round(v.item(), 2) for v in checkpoint.best_k_models.values()) == [0.2, 0.3]
+    assert load_checkpoint(checkpoint.last_model_path)["epoch"] == 4
+
+
+def test_mode_max_and_metric_names_with_slashes(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="valid/acc", mode="max",
+                                 filename="best-checkpoint.ckpt")
+    fit_scripted(tmp_path, [0.1, 0.9, 0.5], [checkpoint], name="valid/acc")
+    assert os.listdir(tmp_path / "ckpt") == ["best-checkpoint.ckpt"]
+    template = ModelCheckpoint(dirpath=tmp_path / "t", monitor="valid/acc", filename="{epoch}-{valid/acc:.3f}")
+    fit_scripted(tmp_path / "2", [0.25], [template], name="valid/acc")
+    assert os.listdir(tmp_path / "t") == ["epoch=0-valid_acc=0.250.ckpt"]
+
+
+def test_default_checkpoint_goes_to_the_logger_folder(tmp_path):
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
+    trainer.fit(Regressor(), loader())
+    folder = tmp_path / "ember_logs" / "version_0" / "checkpoints"
+    assert os.listdir(folder) == ["epoch=1-step=16.ckpt"]
+    assert trainer.checkpoint_callback.best_model_path == str(folder / "epoch=1-step=16.ckpt")
+
+
+def test_every_n_train_steps(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=5, save_top_k=-1, filename="{step}")
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=[checkpoint], logger=False)
+    trainer.fit(Regressor(), loader())  # 16 steps
+    assert sorted(os.listdir(tmp_path)) == ["step=10.ckpt", "step=15.ckpt", "step=5.ckpt"]
+
+
+def test_monitoring_a_key_never_logged_lists_the_logged_keys(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_acc")
+    with pytest.raises(KeyError, match=r"monitor='val_acc'.*Logged keys: \['dev_loss', 'train_loss'\]"):
+        fit_scripted(tmp_path, [0.5], [checkpoint])
+    assert not (tmp_path / "ckpt").exists() or os.listdir(tmp_path / "ckpt") == []
+
+
+def test_checkpoint_state_key_and_state_round_trip(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="dev_loss", save_top_k=2, save_last=True)
+    fit_scripted(tmp_path, [0.5, 0.3], [checkpoint])
+    saved = load_checkpoint(checkpoint.last_model_path)
+    assert saved["callbacks"][checkpoint.state_key]["best_model_path"] == checkpoint.best_model_path
+    fresh = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="dev_loss", save_top_k=2, save_last=True)
+    fresh.load_state_dict(saved["callbacks"][checkpoint.state_key])
+    assert fresh.best_k_models.keys() == checkpoint.best_k_models.keys()
+
+
+@pytest.mark.parametrize(
+    "values, kwargs, stopped_after",
+    [
+        ([5, 4, 4, 4, 4, 4, 4], dict(patience=2), 4),                        # no improvement for 2 checks
+        ([5, 4, 3.95, 3.9, 3.85, 3.8, 3.7], dict(patience=2, min_delta=0.1), 4),  # improvements below min_delta
+        ([1, 2, 3, 3, 3, 3], dict(patience=1, mode="max"), 4),
+        ([5, 4, 0.5, 0.4], dict(patience=10, stopping_threshold=1.0), 3),
+        ([5, 4, 20, 1], dict(patience=10, divergence_threshold=10.0), 3),
+        ([5, 4, math.nan, 1], dict(patience=10), 3),
+        ([5, 4, 3, 2, 1], dict(patience=1), 5),                                # never stops
+    ],
+)
+def test_early_stopping(tmp_path, values, kwargs, stopped_after):
+    stopper = EarlyStopping(monitor="dev_loss", **kwargs)
+    trainer = fit_scripted(tmp_path, values, [stopper])
+    assert trainer.current_epoch == stopped_after
+    assert trainer.should_stop == (stopped_after < len(values))
+
+
+def test_early_stopping_respects_min_epochs(tmp_path):
+    stopper = EarlyStopping(monitor="dev_loss", patience=1)
+    trainer = fit_scripted(tmp_path, [5, 5, 5, 5, 5, 5], [stopper], min_epochs=4)
+    assert trainer.current_epoch == 4
+
+
+def test_early_stopping_strict_names_the_logged_keys(tmp_path):
+    with pytest.raises(KeyError, match=r"EarlyStopping\(monitor='val_loss'\).*\['dev_loss', 'train_loss'\]"):
+        fit_scripted(tmp_path, [1.0], [EarlyStopping(monitor="val_loss")])
+    trainer = fit_scripted(tmp_path, [1.0, 1.0], [EarlyStopping(monitor="val_loss", strict=False)])
+    assert trainer.current_epoch == 2
+
+
+class Scheduled(Regressor):
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=1.0)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def test_learning_rate_monitor_logs_each_step(tmp_path):
+    monitor = LearningRateMonitor(logging_interval="step")
+    trainer = quiet_trainer(tmp_path, max_steps=3, callbacks=[monitor], log_every_n_steps=1,
+                            enable_checkpointing=False)
+    trainer.fit(Scheduled(), loader())
+    assert monitor.lrs == {"lr-SGD": [1.0, 0.5, 0.25]}
