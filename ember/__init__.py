@@ -13,4 +13,17 @@ from ember.module import Module  # noqa: E402
 from ember.seed import seed_everything  # noqa: E402
 from ember.trainer import Trainer  # noqa: E402
 
-__all__ = ["Callback", "DataModule", "Module", "Trainer", "seed_everything", "__version__"]
+__all__ = ["Callback", "DataModule", "Module", "Predictor", "Trainer", "seed_everything", "__version__"]
+
+
+def __getattr__(name: str):
+    # imported on first use, so that `import ember` costs about `import torch`
+    if name == "Predictor":
+        from ember.predictor import Predictor
+
+        return Predictor
+    if name == "tuner":
+        import importlib
+
+        return importlib.import_module("ember.tuner")
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")

@@ -145,6 +145,8 @@ class ModelCheckpoint(Callback):
         if self.save_last:
             self._save_last(trainer)
         self._last_global_step_saved = trainer.global_step
+        for logger in trainer.loggers:
+            logger.after_save_checkpoint(self)
 
     def _save_top_k(self, trainer, metrics: dict[str, Any]) -> None:
         if self.monitor not in metrics:
@@ -172,7 +174,6 @@ class ModelCheckpoint(Callback):
         if self.verbose and trainer.is_global_zero:
             print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} reached "
                   f"{score.item():.5f}; saved {path}")
-        self._notify_loggers(trainer)
 
     def _save_latest(self, trainer, metrics: dict[str, Any]) -> None:
         path = self.format_checkpoint_name(metrics)
@@ -183,7 +184,6 @@ class ModelCheckpoint(Callback):
             self.best_k_models.pop(previous, None)
         self.best_model_path = path
         self.best_k_models[path] = torch.tensor(trainer.global_step)
-        self._notify_loggers(trainer)
 
     def _save_last(self, trainer) -> None:
         path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + EXTENSION)
@@ -201,10 +201,6 @@ class ModelCheckpoint(Callback):
             return ""
         pick = max if self.mode == "min" else min
         return pick(self.best_k_models, key=lambda p: self.best_k_models[p])
-
-    def _notify_loggers(self, trainer) -> None:
-        for logger in trainer.loggers:
-            logger.after_save_checkpoint(self)
 
     def format_checkpoint_name(self, metrics: dict[str, Any], filename: str | None = None) -> str:
         """The file path for these metrics: `'{epoch}-{val_loss:.2f}'` -> `epoch=3-val_loss=0.12.ckpt`."""

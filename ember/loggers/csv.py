@@ -111,6 +111,10 @@ class CSVLogger(Logger):
     def finalize(self, status: str) -> None:
         self.save()
 
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        # rows on disk keep up with checkpoints, so a killed run loses at most the rows after its last one
+        self.save()
+
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version}
 

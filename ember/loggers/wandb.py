@@ -1,0 +1,201 @@
+"""WandbLogger: metrics, config, tables, images and checkpoints in a Weights & Biases run.
+
+`logger.experiment` is the real `wandb` run (`wandb.init(...)`, started on first use), so anything
+wandb logs (`wandb.Table`, `wandb.Image`, ...) goes through `logger.experiment.log`. Offline
+(`offline=True` or `WANDB_MODE=offline`, no API key needed) the run lands in
+`<save_dir>/wandb/offline-run-<time>-<id>/`; `wandb sync` uploads it later.
+
+Steps: every row carries `trainer/global_step`, declared with `define_metric` as the x-axis of every
+other metric, and wandb's own `_step` simply counts rows. wandb drops a row logged with `step=` lower
+than the run's current step, so this is what lets a resumed run log again from an earlier global step.
+
+Resume: `state_dict()` holds the run id, and a fit resumed from a checkpoint calls
+`wandb.init(id=<that id>, resume="allow")`: online the same run continues; offline each fit writes its
+own `offline-run-*-<id>` folder with the same id, and `wandb sync` appends them in order. wandb cannot
+delete history, so rows that the interrupted run logged after its last checkpoint stay, and the resumed
+run logs those global steps again.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+from ember.loggers.base import Logger, add_prefix
+
+STEP_METRIC = "trainer/global_step"
+
+
+class WandbLogger(Logger):
+    """Log to a Weights & Biases run.
+
+    Args:
+        name: the run's display name.
+        save_dir: the folder under which wandb writes `wandb/<run folder>` (and the default checkpoint
+            folder `<save_dir>/<project>/<run id>/checkpoints`).
+        version: the run id, to continue that run (same as `id`).
+        offline: write locally only, to be uploaded with `wandb sync`.
+        dir: same as `save_dir` (wins when given).
+        id: the run id, to continue that run.
+        anonymous: accepted for Lightning code; wandb removed anonymous mode, so it has no effect.
+        project: default `$WANDB_PROJECT`, else 'lightning_logs'.
+        log_model: True logs the best checkpoint as a model artifact when fit ends; 'all' logs every
+            checkpoint as it is saved.
+        prefix: prepended to every metric name as `<prefix>-<name>`.
+        entity: the user or team that owns the run.
+        **kwargs: passed to `wandb.init` (`tags`, `group`, `config`, `settings`, ...).
+
+    Example:
+        >>> trainer = ember.Trainer(logger=WandbLogger(project="mnist", offline=True))
+    """
+
+    def __init__(self, name: str | None = None, save_dir: str | os.PathLike = ".", version: str | None = None,
+                 offline: bool = False, dir: str | os.PathLike | None = None, id: str | None = None,
+                 anonymous: bool | None = None, project: str | None = None, log_model: bool | str = False,
+                 prefix: str = "", entity: str | None = None, **kwargs: Any):
+        if log_model not in (True, False, "all"):
+            raise ValueError(f"WandbLogger(log_model={log_model!r}): expected False, True or 'all'.")
+        _import_wandb()  # fail here, not at the first step, when wandb is missing
+        self._save_dir = os.fspath(dir if dir is not None else save_dir)
+        self._project = project or os.environ.get("WANDB_PROJECT", "lightning_logs")
+        self._id = version or id
+        self._init_args = dict(name=name, project=self._project, entity=entity,
+                               mode="offline" if offline else None, **kwargs)
+        self._log_model = log_model
+        self._prefix = prefix
+        self._run: Any = None
+        self._owns_run = True
+        self._checkpoint_callback: Any = None
+        self._logged_checkpoints: set[tuple[str, int]] = set()
+
+    @property
+    def experiment(self) -> Any:
+        """The wandb run: started (or continued, with this logger's id) on first use; a run already
+        started with `wandb.init` is used as it is."""
+        if self._run is None:
+            wandb = _import_wandb()
+            self._owns_run = wandb.run is None or self._id not in (None, wandb.run.id)
+            if self._owns_run:
+                os.makedirs(self._save_dir, exist_ok=True)
+                self._run = wandb.init(dir=self._save_dir, id=self._id, resume="allow", **self._init_args)
+            else:
+                self._run = wandb.run
+            self._id = self._run.id
+            self._run.define_metric(STEP_METRIC)
+            self._run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
+        return self._run
+
+    @property
+    def name(self) -> str:
+        """The project (as in Lightning)."""
+        return self._project
+
+    @property
+    def version(self) -> str:
+        """The run id."""
+        return self._id if self._id is not None else self.experiment.id
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def log_dir(self) -> str:
+        """A local folder for this run's files, `<save_dir>/<project>/<run id>` (the run's own wandb
+        folder is `experiment.dir`)."""
+        return os.path.join(self._save_dir, self._project, self.version)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        row = add_prefix(metrics, self._prefix)
+        if step is not None:
+            row[STEP_METRIC] = step
+        self.experiment.log(row)
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        params = params if isinstance(params, Mapping) else vars(params)  # or an argparse Namespace
+        self.experiment.config.update(dict(params), allow_val_change=True)
+
+    def log_table(self, key: str, columns: Sequence[str] | None = None, data: Sequence[Sequence[Any]] | None = None,
+                  dataframe: Any = None, step: int | None = None) -> None:
+        """Log a `wandb.Table` made of `columns` and `data` (rows), or of a pandas `dataframe`.
+
+        Example:
+            >>> logger.log_table("samples", columns=["text", "label"], data=[["hi", 1], ["bye", 0]])
+        """
+        wandb = _import_wandb()
+        self.log_metrics({key: wandb.Table(columns=columns, data=data, dataframe=dataframe)}, step)
+
+    def log_image(self, key: str, images: Sequence[Any], step: int | None = None, **kwargs: Sequence[Any]) -> None:
+        """Log a list of images (tensors, arrays, PIL images or paths) as `wandb.Image`s; each keyword is
+        a list with one entry per image, e.g. `caption=[...]`.
+
+        Example:
+            >>> logger.log_image("samples", [img1, img2], caption=["a cat", "a dog"])
+        """
+        wandb = _import_wandb()
+        for arg, values in kwargs.items():
+            if len(values) != len(images):
+                raise ValueError(f"WandbLogger.log_image({key!r}): {arg} has {len(values)} entries for "
+                                 f"{len(images)} images; give one per image.")
+        items = [wandb.Image(image, **{arg: values[i] for arg, values in kwargs.items()})
+                 for i, image in enumerate(images)]
+        self.log_metrics({key: items}, step)
+
+    def watch(self, model: Any, log: str | None = "gradients", log_freq: int = 100, log_graph: bool = True) -> None:
+        """Let wandb log `model`'s gradients (and/or parameters) every `log_freq` steps."""
+        self.experiment.watch(model, log=log, log_freq=log_freq, log_graph=log_graph)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._checkpoint_callback = checkpoint_callback
+        if self._log_model == "all":
+            self._log_checkpoints(checkpoint_callback.best_k_models)
+
+    def finalize(self, status: str) -> None:
+        """Log the checkpoints that `log_model` asks for, and finish the run (exit code 1 unless it
+        succeeded). A later stage or `logger.experiment` continues the same run id."""
+        if self._run is None:
+            return
+        callback = self._checkpoint_callback
+        if callback is not None and self._log_model == "all":
+            self._log_checkpoints([*callback.best_k_models, callback.last_model_path])
+        elif callback is not None and self._log_model:
+            self._log_checkpoints([callback.best_model_path or callback.last_model_path])
+        if self._owns_run:
+            self._run.finish(exit_code=0 if status == "success" else 1)
+            self._run = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"project": self._project, "id": self.version}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the checkpoint's run, unless this logger was given an id or another project."""
+        if self._id is None and self._run is None and state.get("project") == self._project:
+            self._id = state["id"]
+
+    def _log_checkpoints(self, paths: Any) -> None:
+        wandb, callback = _import_wandb(), self._checkpoint_callback
+        for path in paths:
+            if not path or not os.path.exists(path):
+                continue
+            key = (os.path.abspath(path), os.stat(path).st_mtime_ns)
+            if key in self._logged_checkpoints:
+                continue
+            self._logged_checkpoints.add(key)
+            artifact = wandb.Artifact(f"model-{self.version}", type="model",
+                                      metadata={"file": os.path.basename(path), "monitor": callback.monitor,
+                                                "score": _number(callback.best_k_models.get(path))})
+            artifact.add_file(path, name="model.ckpt")
+            aliases = ["latest", "best"] if path == callback.best_model_path else ["latest"]
+            self.experiment.log_artifact(artifact, aliases=aliases)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
+def _import_wandb() -> Any:
+    try:
+        import wandb
+    except ImportError as err:
+        raise ImportError("WandbLogger needs wandb: pip install 'ember[wandb]'") from err
+    return wandb

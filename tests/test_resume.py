@@ -1,0 +1,126 @@
+"""Exact resume: a run killed at any moment and resumed from its last checkpoint ends bit-identical."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import ember
+from ember.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+from resume_job import EPOCHS, train
+
+JOB = Path(__file__).resolve().parent / "resume_job.py"
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), f"{name} differs"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return train(str(tmp_path_factory.mktemp("whole")), every=1000)
+
+
+def test_resume_from_every_mid_epoch_checkpoint_is_exact(tmp_path, uninterrupted):
+    whole, whole_trainer = uninterrupted
+    root = tmp_path / "steps"
+    checkpoint = ember.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=7, save_top_k=-1,
+                                                 filename="{step}")
+    ember.seed_everything(1234, verbose=False)
+    from resume_job import ResumeModel, regression_data
+    from torch.utils.data import DataLoader
+
+    trainer = ember.Trainer(max_epochs=EPOCHS, default_root_dir=tmp_path, deterministic=True, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False, callbacks=[checkpoint])
+    trainer.fit(ResumeModel(), DataLoader(regression_data(80, seed=3), batch_size=8, shuffle=True))
+    saved = sorted(root.iterdir())
+    assert [p.name for p in saved] == ["step=14.ckpt", "step=21.ckpt", "step=28.ckpt", "step=7.ckpt"]
+    for path in saved:
+        loops = load_checkpoint(path)["loops"]
+        assert 0 < loops["batches_done"] < 10  # all in the middle of an epoch
+        resumed, resumed_trainer = train(str(tmp_path / path.stem), ckpt_path=str(path), every=1000)
+        assert_same_weights(resumed, whole)
+        assert resumed_trainer.global_step == whole_trainer.global_step == 30
+        # the epoch mean of the last epoch includes the steps before the checkpoint
+        assert torch.equal(resumed_trainer.callback_metrics["train_loss_epoch"],
+                           whole_trainer.callback_metrics["train_loss_epoch"])
+
+
+def test_sigkill_mid_epoch_then_resume_from_last_is_exact(tmp_path, uninterrupted):
+    whole, _ = uninterrupted
+    root = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(JOB.parents[1]))
+    child = subprocess.Popen([sys.executable, str(JOB), str(root), "--sleep", "0.05"], stdout=subprocess.PIPE,
+                             text=True, env=env)
+    for line in child.stdout:
+        if line.strip() == "step 14":  # epoch 1, batch 4: the middle of an epoch
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    last = root / "ember_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    saved = load_checkpoint(last)
+    killed_at = saved["global_step"]
+    assert 13 <= killed_at < 30 and 0 < saved["loops"]["batches_done"] < 10  # mid-epoch
+
+    resumed, trainer = train(str(root), ckpt_path="last", every=1)
+    assert_same_weights(resumed, whole)
+    # the resumed run continued the same logger folder, without duplicated steps
+    assert trainer.log_dir == str(root / "ember_logs" / "version_0")
+    with open(Path(trainer.log_dir) / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r["train_loss_step"]]
+    assert steps == sorted(set(steps))
+    # every step logged once; the row of the step whose checkpoint was the last may be missing if the kill
+    # landed between that checkpoint's write and the logger's flush
+    assert set(range(30)) - set(steps) <= {killed_at - 1}
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_file_loadable(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def crash_midway(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # the process is stopped in the middle of the write
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_a_truncated_checkpoint_is_reported_not_loaded(tmp_path):
+    path = tmp_path / "broken.ckpt"
+    save_checkpoint({"state_dict": {"w": torch.ones(1000)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"truncated, corrupt.*load an earlier checkpoint"):
+        load_checkpoint(path)
+
+
+def test_a_file_that_is_not_a_checkpoint_says_so(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    with pytest.raises(CheckpointError, match=r"not a training checkpoint.*keys \['w'\]"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_load_with_weights_only(tmp_path, uninterrupted):
+    _, trainer = uninterrupted
+    path = tmp_path / "full.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert set(checkpoint) >= {"state_dict", "hyper_parameters", "loops", "optimizers", "lr_schedulers",
+                               "callbacks", "logs", "loggers", "rng", "epoch", "global_step"}
+    assert checkpoint["hyper_parameters"] == {"features": 4, "lr": 0.01, "dropout": 0.3, "hidden": 16}
