@@ -696,14 +696,13 @@ class Trainer:
         return checkpoint
 
     def _find_last_checkpoint(self) -> str | None:
-        """The newest `last*.ckpt` in the checkpoint folders of this run, else under default_root_dir."""
-        folders = [Path(c.dirpath) for c in self.callbacks if getattr(c, "dirpath", None)]
-        folders.append(Path(self.default_root_dir))
-        for folder in folders:
-            if folder.is_dir():
-                found = [p for p in folder.rglob("last*.ckpt") if p.is_file()]
-                if found:
-                    return str(max(found, key=lambda p: p.stat().st_mtime))
+        """The newest `last*.ckpt` of this run (checkpoint folders, then under default_root_dir), else the
+        newest checkpoint in the checkpoint folders."""
+        folders = [Path(c.dirpath) for c in self._all_callbacks() if getattr(c, "dirpath", None)]
+        for pattern, places in (("last*.ckpt", folders + [Path(self.default_root_dir)]), ("*.ckpt", folders)):
+            found = [p for folder in places if folder.is_dir() for p in folder.rglob(pattern) if p.is_file()]
+            if found:
+                return str(max(found, key=lambda p: p.stat().st_mtime_ns))
         return None
 
     def _restore_logger_identity(self, checkpoint: dict[str, Any]) -> None:

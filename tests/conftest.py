@@ -42,7 +42,7 @@ class Regressor(ember.Module):
         x, y = batch
         self.log("val_loss", F.mse_loss(self(x), y))
 
-    def test_step(self, batch, batch_idx):
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
         x, y = batch
         self.log("test_loss", F.mse_loss(self(x), y))
 
