@@ -207,7 +207,8 @@ def warn_not_resumable(loader: Any) -> None:
         f"Resuming in the middle of an epoch cannot be exact with this training data "
         f"({type(loader).__name__} over {type(getattr(loader, 'dataset', loader)).__name__}): ember can "
         "only restore the order and position of a torch DataLoader built with batch_size over a "
-        "map-style dataset with shuffle=True/False. The epoch restarts from its first batch.",
+        "map-style dataset with shuffle=True/False. ember skips the batches already done by loading and "
+        "dropping them, so the order of this epoch may differ from the interrupted run.",
         stacklevel=3,
     )
 

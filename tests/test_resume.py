@@ -124,3 +124,22 @@ def test_checkpoints_load_with_weights_only(tmp_path, uninterrupted):
     assert set(checkpoint) >= {"state_dict", "hyper_parameters", "loops", "optimizers", "lr_schedulers",
                                "callbacks", "logs", "loggers", "rng", "epoch", "global_step"}
     assert checkpoint["hyper_parameters"] == {"features": 4, "lr": 0.01, "dropout": 0.3, "hidden": 16}
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(8):
+            x = torch.randn(8, 4, generator=generator)
+            yield x, x.sum(dim=1, keepdim=True)
+
+
+def test_resuming_an_iterable_dataset_mid_epoch_says_it_cannot_be_exact(tmp_path):
+    from conftest import Regressor, quiet_trainer
+
+    checkpoint = ember.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, filename="{step}")
+    quiet_trainer(tmp_path, max_epochs=1, callbacks=[checkpoint], logger=False).fit(Regressor(), Stream())
+    resumed = quiet_trainer(tmp_path / "again", max_epochs=1, logger=False, enable_checkpointing=False)
+    with pytest.warns(UserWarning, match="cannot be exact with this training data.*loading and dropping"):
+        resumed.fit(Regressor(), Stream(), ckpt_path=tmp_path / "step=6.ckpt")
+    assert resumed.global_step == 8
