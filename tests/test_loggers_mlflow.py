@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,7 +76,9 @@ def empty_store(tmp_path_factory):
 
 @pytest.fixture
 def save_dir(tmp_path, empty_store, monkeypatch):
-    """A save_dir whose default store (`mlruns/mlflow.db`) starts as a copy of the empty store."""
+    """A save_dir whose default store (`mlruns/mlflow.db`) starts as a copy of the empty store; also the
+    working directory, where MLflow's global default store would appear if anything used it."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     (tmp_path / "mlruns").mkdir()
@@ -140,9 +143,8 @@ def test_log_model_true_logs_the_best_checkpoint(save_dir):
     checkpoint = ModelCheckpoint(dirpath=save_dir / "ckpt", monitor="val_loss", save_top_k=2, save_last=True)
     fit(logger, [checkpoint], val=True, max_epochs=3)
     artifacts = client_for(save_dir).list_artifacts(logger.run_id, "checkpoints")
-    best = checkpoint.best_model_path
-    assert [(a.path, a.file_size) for a in artifacts] == [(f"checkpoints/{best.split('/')[-1]}",
-                                                          (save_dir / "ckpt" / best.split("/")[-1]).stat().st_size)]
+    best = Path(checkpoint.best_model_path)
+    assert [(a.path, a.file_size) for a in artifacts] == [(f"checkpoints/{best.name}", best.stat().st_size)]
 
 
 def test_log_model_all_logs_every_checkpoint(save_dir):
@@ -160,6 +162,15 @@ def test_names_mlflow_rejects_are_renamed_with_a_warning(save_dir):
         logger.log_metrics({"acc@1": 0.5}, step=2)
     logger.finalize("success")
     assert history(client_for(save_dir), logger.run_id, "train-acc_1") == [(2, 0.5)]
+
+
+def test_queued_writes_are_flushed_at_finalize(save_dir):
+    logger = MLFlowLogger(save_dir=save_dir, synchronous=False)
+    for step in range(5):
+        logger.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+    logger.finalize("success")
+    assert history(client_for(save_dir), logger.run_id, "loss") == [(s, 1.0 / (s + 1)) for s in range(5)]
+    assert [p.name for p in save_dir.iterdir()] == ["mlruns"]  # no default ./mlflow.db made on the side
 
 
 def test_a_run_id_missing_from_the_store_is_a_clear_error(save_dir):

@@ -5,6 +5,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
@@ -96,6 +97,8 @@ def test_scalars_and_hparams_read_back_as_logged(tmp_path):
     hparams = events.PluginTagToContent(metadata.PLUGIN_NAME)
     start = metadata.parse_session_start_info_plugin_data(hparams[metadata.SESSION_START_INFO_TAG])
     assert {k: v.number_value for k, v in start.hparams.items()} == {"lr": 0.1, "sizes/hidden": 2.0}
+    assert yaml.safe_load((tmp_path / "tb" / "version_0" / "hparams.yaml").read_text()) == {"lr": 0.1,
+                                                                                          "sizes": {"hidden": 2}}
     end = metadata.parse_session_end_info_plugin_data(hparams[metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_SUCCESS
 

@@ -22,8 +22,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+from ember.checkpoint import to_plain
 from ember.loggers.base import Logger, add_prefix, scalar_params
-from ember.loggers.csv import _next_version
+from ember.loggers.csv import _next_version, _write_atomic
 
 _SESSION_STATUS = {"success": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupted": "STATUS_ABORTED"}
 
@@ -58,6 +59,7 @@ class TensorBoardLogger(Logger):
         self._prefix = prefix
         self._sub_dir = os.fspath(sub_dir) if sub_dir is not None else None
         self._kwargs = kwargs
+        self._hparams: dict[str, Any] = {}
         self._writer: Any = None
         self._purge_step: int | None = None
 
@@ -101,11 +103,16 @@ class TensorBoardLogger(Logger):
             writer.add_scalar(key, value, step)
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        """Write `params` to the hparams plugin, and to `hparams.yaml` in log_dir as Lightning does."""
+        import yaml
         from tensorboard.plugins.hparams import metadata
         from tensorboard.plugins.hparams.plugin_data_pb2 import SessionStartInfo
 
+        self._hparams.update(to_plain(params if isinstance(params, Mapping) else vars(params)))
+        os.makedirs(self.log_dir, exist_ok=True)
+        _write_atomic(Path(self.log_dir) / "hparams.yaml", yaml.safe_dump(self._hparams, sort_keys=False))
         start = SessionStartInfo(start_time_secs=time.time())
-        for key, value in scalar_params(params).items():
+        for key, value in scalar_params(self._hparams).items():
             if isinstance(value, bool):
                 start.hparams[key].bool_value = value
             elif isinstance(value, (int, float)):
@@ -136,6 +143,9 @@ class TensorBoardLogger(Logger):
     def save(self) -> None:
         if self._writer is not None:
             self._writer.flush()
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self.save()  # events on disk keep up with checkpoints: a killed run loses only what came after
 
     def finalize(self, status: str) -> None:
         """Record how the run ended (the hparams table's status column) and close the event file."""

@@ -181,16 +181,13 @@ class WandbLogger(Logger):
             if key in self._logged_checkpoints:
                 continue
             self._logged_checkpoints.add(key)
+            score = callback.best_k_models.get(path) if callback.monitor else None
             artifact = wandb.Artifact(f"model-{self.version}", type="model",
                                       metadata={"file": os.path.basename(path), "monitor": callback.monitor,
-                                                "score": _number(callback.best_k_models.get(path))})
+                                                "score": None if score is None else float(score)})
             artifact.add_file(path, name="model.ckpt")
             aliases = ["latest", "best"] if path == callback.best_model_path else ["latest"]
             self.experiment.log_artifact(artifact, aliases=aliases)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if value is not None else None
 
 
 def _import_wandb() -> Any:

@@ -1,0 +1,36 @@
+"""The `ember` command.
+
+    ember plot lightning_logs/version_0 lightning_logs/version_1 -o compare.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `ember` command with `argv` (default: the process's arguments); returns the exit code."""
+    parser = argparse.ArgumentParser(prog="ember", description="ember: organized PyTorch training.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    plot = commands.add_parser("plot", help="draw the logged curves of runs (their metrics.csv) side by side",
+                               description="Draw the logged curves of one or several runs from their CSV logs: "
+                                           "one subplot per group of keys, one line per run and key.")
+    plot.add_argument("runs", nargs="+", metavar="RUN",
+                      help="a CSVLogger run folder (with metrics.csv), a folder above runs, or a metrics.csv")
+    plot.add_argument("-o", "--output", default="metrics.png", help="the image to write (default: metrics.png)")
+    args = parser.parse_args(argv)
+
+    if args.command == "plot":
+        from ember.plot import plot_runs
+
+        try:
+            plot_runs(args.runs, args.output)
+        except (FileNotFoundError, ImportError, ValueError) as err:
+            parser.exit(1, f"ember plot: {err}\n")
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
