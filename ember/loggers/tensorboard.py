@@ -36,7 +36,8 @@ class TensorBoardLogger(Logger):
         save_dir: the root folder.
         name: the experiment's folder under it.
         version: an int (folder `version_<int>`), a str (folder named so), or None for the next free int.
-        log_graph: write the model graph at fit start (needs `model.example_input_array`).
+        log_graph: let `log_graph(model)` write the model graph, traced on `model.example_input_array`
+            (Lightning's Trainer calls it at fit start; ember's does not yet: call it from `on_fit_start`).
         default_hp_metric: accepted for Lightning code; ember writes no `hp_metric` placeholder, since
             the hparams table shows every logged scalar (log `hp_metric` yourself to have that column).
         prefix: prepended to every metric name as `<prefix>-<name>`.

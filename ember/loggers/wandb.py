@@ -59,8 +59,9 @@ class WandbLogger(Logger):
         self._save_dir = os.fspath(dir if dir is not None else save_dir)
         self._project = project or os.environ.get("WANDB_PROJECT", "lightning_logs")
         self._id = version or id
-        self._init_args = dict(name=name, project=self._project, entity=entity,
-                               mode="offline" if offline else None, **kwargs)
+        self._init_args = dict(name=name, project=self._project, entity=entity, dir=self._save_dir,
+                               mode="offline" if offline else None, resume="allow")
+        self._init_args.update(kwargs)
         self._log_model = log_model
         self._prefix = prefix
         self._run: Any = None
@@ -77,7 +78,7 @@ class WandbLogger(Logger):
             self._owns_run = wandb.run is None or self._id not in (None, wandb.run.id)
             if self._owns_run:
                 os.makedirs(self._save_dir, exist_ok=True)
-                self._run = wandb.init(dir=self._save_dir, id=self._id, resume="allow", **self._init_args)
+                self._run = wandb.init(id=self._id, **self._init_args)
             else:
                 self._run = wandb.run
             self._id = self._run.id
