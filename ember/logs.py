@@ -305,18 +305,41 @@ class LogCollector:
         # note: a host-device sync point; the progress bar calls this a few times a second at most
         return {k: v.item() for k, v in self._prog_bar.items()}
 
-    def state_dict(self) -> dict[str, Any]:
-        """The partial epoch aggregates and key options, so a mid-epoch resume reports the same epoch values."""
+    def state_dict(self, model: torch.nn.Module | None = None) -> dict[str, Any]:
+        """The partial epoch aggregates, key options and torchmetrics states of training, so that a
+        mid-epoch resume reports the same epoch values."""
+        paths = {id(m): p for p, m in model.named_modules()} if model is not None else {}
+        metrics = {}
+        for name, metric in self._train._metrics.items():
+            if id(metric) in paths:  # a metric that is an attribute of the model can be found again
+                metrics[name] = {"path": paths[id(metric)], "update_count": metric._update_count,
+                                 "state": {k: _detached(v) for k, v in metric.metric_state.items()}}
         return {
             "keys": {n: vars(k).copy() for n, k in self._train._keys.items()},
             "epoch": {n: agg.state_dict() for n, agg in self._train._epoch.items()},
+            "metrics": metrics,
             "callback_metrics": {k: v.detach().cpu() for k, v in self.callback_metrics.items()},
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], model: torch.nn.Module | None = None) -> None:
         self._train._keys = {n: _Key(**k) for n, k in state["keys"].items()}
         self._train._epoch = {n: EpochAggregate.from_state(s) for n, s in state["epoch"].items()}
+        for name, saved in state.get("metrics", {}).items():
+            metric = model.get_submodule(saved["path"]) if saved["path"] else model
+            for attribute, value in saved["state"].items():
+                setattr(metric, attribute, value)
+            metric._update_count = saved["update_count"]
+            metric._computed = None
+            self._train._metrics[name] = metric
         self.callback_metrics.update(state["callback_metrics"])
+
+
+def _detached(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, list):
+        return [_detached(v) for v in value]
+    return value
 
 
 def _infer_batch_size(batch: Any) -> int | None:

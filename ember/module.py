@@ -42,19 +42,27 @@ class Module(HyperparametersMixin, nn.Module):
         self._trainer: Trainer | None = None
         self._automatic_optimization = True
         self._warned_log_without_trainer = False
+        self.example_input_array: Any = None  # an input for loggers' log_graph and for export
 
     # --- what the Trainer and the user read -----------------------------------------------------
 
     @property
     def trainer(self) -> "Trainer":
         if self._trainer is None:
-            raise RuntimeError(f"{type(self).__name__} is not attached to a Trainer; pass it to "
-                               "trainer.fit/validate/test/predict first.")
+            raise AttributeError("trainer")  # __getattr__ below gives the message
         return self._trainer
 
     @trainer.setter
     def trainer(self, trainer: "Trainer | None") -> None:
         self._trainer = trainer
+
+    def __getattr__(self, name: str) -> Any:
+        # note: an AttributeError (not RuntimeError) so that hasattr(model, "trainer") is False, which
+        # torch.jit.trace relies on when it scans a module's attributes
+        if name == "trainer":
+            raise AttributeError(f"{type(self).__name__} is not attached to a Trainer; pass it to "
+                                 "trainer.fit/validate/test/predict first.")
+        return super().__getattr__(name)
 
     @property
     def automatic_optimization(self) -> bool:
@@ -284,7 +292,7 @@ class Module(HyperparametersMixin, nn.Module):
 def _instantiate(cls: type, hparams: dict[str, Any], hparams_name: str | None, source: str) -> Any:
     signature = inspect.signature(cls.__init__)
     params = signature.parameters
-    if hparams_name and hparams_name in params:
+    if hparams_name and hparams_name in params and params[hparams_name].kind is not params[hparams_name].VAR_KEYWORD:
         return cls(**{hparams_name: AttributeDict(hparams)})
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     kwargs = hparams if takes_any else {k: v for k, v in hparams.items() if k in params}

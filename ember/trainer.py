@@ -378,16 +378,15 @@ class Trainer:
 
         logs.hook = "on_train_epoch_end"
         model.on_train_epoch_end()
-        epoch_metrics = logs.end_epoch()
+        self._send_to_loggers(logs.end_epoch())  # before the callbacks, which may write a checkpoint
         if self._epoch_finished:
             self._step_schedulers("epoch")
         callbacks.on_train_epoch_end(self, model)
-        epoch_metrics.update(logs.end_epoch())  # what callbacks logged in on_train_epoch_end
-        self._send_to_loggers(epoch_metrics)
+        self._send_to_loggers(logs.end_epoch())  # what callbacks logged in on_train_epoch_end
         logs.hook = None
         if self._epoch_finished:
             self.current_epoch += 1
-            self._batches_done = 0
+            self._batches_done, self._epoch_finished = 0, False
         self.should_stop = self.strategy.reduce_bool(self.should_stop)
 
     def _train_batch(self, batch: Any, batch_idx: int) -> None:
@@ -410,8 +409,16 @@ class Trainer:
         callbacks.on_train_batch_end(self, model, outputs, batch, batch_idx)
         model.on_train_batch_end(outputs, batch, batch_idx)
         logs.hook = None
-        if self._stepped_now and self.global_step % self.log_every_n_steps == 0:
-            self._send_to_loggers(logs.pop_step_values(), step=self.global_step - 1)
+        self._flush_step_logs()
+
+    def _flush_step_logs(self) -> None:
+        """Send the step values to the loggers if this batch stepped on a `log_every_n_steps` boundary.
+
+        Called after on_train_batch_end, and before a checkpoint is written in it, so that what the
+        loggers hold is never behind the newest checkpoint."""
+        if self._flush_due:
+            self._flush_due = False
+            self._send_to_loggers(self._logs.pop_step_values(), step=self.global_step - 1)
 
     def _automatic_step(self, batch: Any, batch_idx: int) -> Any:
         model, callbacks = self.lightning_module, self._callbacks
@@ -460,6 +467,7 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         self._stepped_now = True
+        self._flush_due = self.global_step % self.log_every_n_steps == 0
         if model.automatic_optimization:
             self._step_schedulers("step")
 
@@ -636,6 +644,11 @@ class Trainer:
             raise RuntimeError("trainer.save_checkpoint() needs a model: call it during or after fit/validate/"
                                "test/predict.")
         checkpoint = self._checkpoint_dict(weights_only)
+        if self.state == "fit":
+            # the loggers' files first: after a kill, what was logged is never behind the checkpoint
+            self._flush_step_logs()
+            for logger in self.loggers:
+                logger.save()
         if self.is_global_zero:
             save_checkpoint(checkpoint, filepath)
         self.strategy.barrier("save_checkpoint")
@@ -665,7 +678,7 @@ class Trainer:
                                for i, c in enumerate(self.lr_scheduler_configs)},
                 precision=self._precision.state_dict(),
                 callbacks={c.state_key: c.state_dict() for c in self._all_callbacks()},
-                logs=self._logs.state_dict(),
+                logs=self._logs.state_dict(model),
                 loggers={str(i): lg.state_dict() for i, lg in enumerate(self.loggers)},
                 datamodule=self.datamodule.state_dict() if self.datamodule is not None else {},
                 rng=rng_states(),
@@ -732,7 +745,7 @@ class Trainer:
         if loops["epoch_finished"]:
             self.current_epoch, self._batches_done = self.current_epoch + 1, 0
         elif self._batches_done > 0:
-            self._logs.load_state_dict(checkpoint["logs"])
+            self._logs.load_state_dict(checkpoint["logs"], model)
             if not self._train_resumable:
                 warn_not_resumable(self.train_dataloader)
         for logger in self.loggers:
@@ -825,6 +838,7 @@ class Trainer:
                 "automatic optimization steps one. Set `self.automatic_optimization = False` in __init__ "
                 "and step them in training_step with self.optimizers() and self.manual_backward(loss).")
         self._manual_optimizers = [_ManualOptimizer(o, self) for o in self.optimizers]
+        self._flush_due = False
         overridden = type(model).configure_gradient_clipping is not Module.configure_gradient_clipping
         self._clip_each_step = bool(self.gradient_clip_val) or overridden
         if self.gradient_clip_val and not model.automatic_optimization:
@@ -839,9 +853,10 @@ class Trainer:
             params.update(self.datamodule.hparams)
         for logger in self.loggers:
             logger.log_hyperparams(params)
+            logger.log_graph(self.lightning_module, self.lightning_module.example_input_array)
 
     def _send_to_loggers(self, metrics: Mapping[str, torch.Tensor], step: int | None = None) -> None:
-        if not metrics or not self.loggers:
+        if not metrics or not self.loggers or not self.is_global_zero:
             return
         # note: a host-device sync point, once per log_every_n_steps and once per epoch
         values = {k: v.item() for k, v in metrics.items()}
@@ -1018,6 +1033,7 @@ class _ManualOptimizer:
         trainer._precision.step(self.optimizer, closure)
         trainer.global_step += 1
         trainer._stepped_now = True
+        trainer._flush_due = trainer.global_step % trainer.log_every_n_steps == 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

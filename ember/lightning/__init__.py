@@ -55,18 +55,19 @@ class Trainer(_EmberTrainer):
 def _translate_gpus(gpus: Any) -> dict[str, Any]:
     wanted = gpus if isinstance(gpus, int) else len(gpus) if isinstance(gpus, (list, tuple)) else int(gpus)
     if wanted == 0:
-        _say("Trainer(gpus=0) is Lightning 1.x; in 2.x it is accelerator='cpu'.")
+        _say("Trainer(gpus=0) is Lightning 1.x; in 2.x it is accelerator='cpu'.", stacklevel=4)
         return {"accelerator": "cpu"}
     if not torch.cuda.is_available():
         _say(f"Trainer(gpus={gpus!r}) is Lightning 1.x; in 2.x it is accelerator='gpu', devices={gpus!r}. No "
-             "GPU is available here, so ember runs on the CPU.")
+             "GPU is available here, so ember runs on the CPU.", stacklevel=4)
         return {"accelerator": "cpu"}
-    _say(f"Trainer(gpus={gpus!r}) is Lightning 1.x; in 2.x it is accelerator='gpu', devices={gpus!r}.")
+    _say(f"Trainer(gpus={gpus!r}) is Lightning 1.x; in 2.x it is accelerator='gpu', devices={gpus!r}.",
+         stacklevel=4)
     return {"accelerator": "gpu", "devices": 1 if wanted == -1 else gpus}
 
 
-def _say(message: str) -> None:
-    warnings.warn(message, LightningDeprecationWarning, stacklevel=3)
+def _say(message: str, stacklevel: int = 3) -> None:
+    warnings.warn(message, LightningDeprecationWarning, stacklevel=stacklevel)
 
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "callbacks", "loggers",

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ember.loggers.base import Logger
+from ember.loggers.base import Logger, add_prefix
 
 
 class CSVLogger(Logger):
@@ -68,7 +68,7 @@ class CSVLogger(Logger):
         return os.path.join(self.log_dir, "metrics.csv")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        row = {f"{self._prefix}{k}" if self._prefix else k: v for k, v in metrics.items()}
+        row = add_prefix(metrics, self._prefix)
         row["step"] = step if step is not None else len(self._rows)
         self._rows.append(row)
         self._pending_since_flush += 1
@@ -109,10 +109,6 @@ class CSVLogger(Logger):
         self._pending_since_flush = 0
 
     def finalize(self, status: str) -> None:
-        self.save()
-
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        # rows on disk keep up with checkpoints, so a killed run loses at most the rows after its last one
         self.save()
 
     def state_dict(self) -> dict[str, Any]:
