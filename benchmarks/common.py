@@ -89,7 +89,7 @@ class StepClock:
         self.first_batch_idx = None
         self.last_end = None
         self.steps = 0
-        self.epoch_starts = []
+        self.epoch_starts = []  # (perf_counter, process_time) pairs
         self.epoch_ends = []
 
     def batch_start(self, batch_idx):
@@ -102,7 +102,7 @@ class StepClock:
             if self.probe is not None:
                 self.probed = self.probe()
         if batch_idx == 0:
-            self.epoch_starts.append(now)
+            self.epoch_starts.append((now, time.process_time()))
 
     def batch_end(self, batch_idx):
         now = time.perf_counter()
@@ -110,7 +110,7 @@ class StepClock:
         self.cpu_last_end = time.process_time()
         self.steps += 1
         if self.batches_per_epoch is not None and batch_idx == self.batches_per_epoch - 1:
-            self.epoch_ends.append(now)
+            self.epoch_ends.append((now, self.cpu_last_end))
 
     def loop_result(self):
         loop_s = self.last_end - self.first_start
@@ -122,9 +122,11 @@ class StepClock:
             "first_batch_since_spawn_s": since_spawn(self.first_start_wall),
         }
 
-    def boundaries(self):
-        """Seconds from each epoch's last batch end to the next epoch's first batch start."""
-        return [start - end for end, start in zip(self.epoch_ends, self.epoch_starts[1:])]
+    def boundaries(self, cpu=False):
+        """Seconds from each epoch's last batch end to the next epoch's first batch start
+        (process CPU seconds if `cpu`)."""
+        i = 1 if cpu else 0
+        return [start[i] - end[i] for end, start in zip(self.epoch_ends, self.epoch_starts[1:])]
 
 
 def since_spawn(wall_time):

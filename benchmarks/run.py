@@ -4,8 +4,8 @@ Writes benchmarks/results/<YYYY-MM-DD>.md and .json (`-quick` added for --quick,
 --only). Child logs and scratch files go to benchmarks/_work/ (git-ignored).
 
 Example:
-    python -m benchmarks.run --quick                   # smoke version, about 3 minutes
-    python -m benchmarks.run                           # full: 3 rounds, under 15 minutes on 2 cores
+    python -m benchmarks.run --quick                   # smoke version, about 4 minutes on 2 idle cores
+    python -m benchmarks.run                           # full: 3 rounds, about 13 minutes on 2 idle cores
     python -m benchmarks.run --only step_overhead,imports --rounds 5
 """
 
@@ -57,10 +57,10 @@ WORKLOADS = {
         title="2. Step overhead with 20 logged keys",
         module="step_overhead",
         contenders=TRAINERS,
-        full={**SMALL, "epochs": 1, "log_keys": 20},
+        full={**SMALL, "n_samples": 9_600, "epochs": 1, "log_keys": 20},
         quick={**SMALL, "n_samples": 6_400, "epochs": 1, "log_keys": 20},
         description=(
-            "As workload 1 ({n_samples:,} samples, {epochs} epoch(s)), plus "
+            "As workload 1 but {n_samples:,} samples, {epochs} epoch (Lightning is slow here), plus "
             "`self.log(f\"m{{i}}\", loss.detach() + i, on_step=True, on_epoch=True)` for 20 keys each "
             "step. The hand-written loop computes the same 20 values, stacks them and adds them to "
             "an epoch sum (mean at epoch end)."
@@ -70,7 +70,7 @@ WORKLOADS = {
         title="3. Compute-bound model",
         module="step_overhead",
         contenders=TRAINERS,
-        full=dict(sizes=[784, 1024, 1024, 10], n_samples=128 * 48, batch_size=128, epochs=1, log_keys=0),
+        full=dict(sizes=[784, 1024, 1024, 10], n_samples=128 * 32, batch_size=128, epochs=1, log_keys=0),
         quick=dict(sizes=[784, 1024, 1024, 10], n_samples=128 * 20, batch_size=128, epochs=1, log_keys=0),
         description=(
             "MLP 784→1024→1024→10, batch {batch_size}, {n_samples:,} samples, {epochs} epoch, one "
@@ -80,11 +80,9 @@ WORKLOADS = {
     "imports": dict(
         title="4. Import time",
         contenders=list(imports.STATEMENTS),
-        full=dict(rounds_factor=2),
-        quick=dict(rounds_factor=2),
         description=(
-            "Whole `python -c \"<statement>\"` processes, {rounds_factor}× the rounds (they are "
-            "cheap), after the run's uncounted warm-up import; the baseline is `import torch`."
+            "Whole `python -c \"<statement>\"` processes, one per round, after the run's uncounted "
+            "warm-up import; the baseline is `import torch`."
         ),
     ),
     "memory": dict(
@@ -143,7 +141,8 @@ WORKLOADS = {
             "validation per epoch, {epochs} epochs. Boundary = last training batch end of an epoch "
             "to the first training batch start of the next (median of the {boundaries} boundaries "
             "per run): epoch-end hooks, validation, logging, checkpointing, the new train iterator. "
-            "The hand-written loop validates (eval, no_grad, mean loss) and nothing else."
+            "The hand-written loop validates (eval, no_grad, mean loss) and nothing else. Wall time "
+            "includes waiting for the disk (a checkpoint's fsync); CPU time does not."
         ),
     ),
 }
@@ -411,7 +410,7 @@ def main(argv=None):
             workload = {"contenders": entries, "baseline": "handwritten", "params": source["params"]}
         elif key == "imports":
             print(f"{spec['title']}")
-            entries, importtime = run_imports(runner, args.rounds * params["rounds_factor"], skip_lightning)
+            entries, importtime = run_imports(runner, args.rounds, skip_lightning)
             workload = {"contenders": entries, "baseline": "torch", "params": params}
             workload["importtime"] = importtime
         else:

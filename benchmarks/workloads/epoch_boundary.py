@@ -29,9 +29,10 @@ def loaders(params):
 
 
 def result(clock):
-    boundaries = clock.boundaries()
+    boundaries, cpu = clock.boundaries(), clock.boundaries(cpu=True)
     return {
         "boundary_ms": statistics.median(boundaries) * 1e3,
+        "boundary_cpu_ms": statistics.median(cpu) * 1e3,
         "boundaries_ms": [b * 1e3 for b in boundaries],
         **clock.loop_result(),
     }
