@@ -42,10 +42,8 @@ class Precision:
         self.scaler: torch.amp.GradScaler | None = None
         if precision == "16-mixed":
             self.scaler = torch.amp.GradScaler(device_type)
-
-    @property
-    def param_dtype(self) -> torch.dtype | None:
-        return {"64-true": torch.float64, "bf16-true": torch.bfloat16}.get(self.precision)
+        # the dtype of weights and floating inputs when they are not float32 (None: leave them)
+        self.param_dtype = {"64-true": torch.float64, "bf16-true": torch.bfloat16}.get(precision)
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
         dtype = self.param_dtype

@@ -934,13 +934,15 @@ class Trainer:
         return _skip(loader, start)
 
     def _to_device(self, batch: Any, dataloader_idx: int) -> Any:
-        model = self.lightning_module
+        model, datamodule = self.lightning_module, self.datamodule
         batch = model.on_before_batch_transfer(batch, dataloader_idx)
-        if self.datamodule is not None and type(self.datamodule).transfer_batch_to_device is not \
+        if datamodule is not None and type(datamodule).transfer_batch_to_device is not \
                 DataModule.transfer_batch_to_device:
-            batch = self.datamodule.transfer_batch_to_device(batch, self.strategy.root_device, dataloader_idx)
-        else:
+            batch = datamodule.transfer_batch_to_device(batch, self.strategy.root_device, dataloader_idx)
+        elif self.strategy.root_device.type != "cpu" or \
+                type(model).transfer_batch_to_device is not Module.transfer_batch_to_device:
             batch = model.transfer_batch_to_device(batch, self.strategy.root_device, dataloader_idx)
+        # (on the CPU a DataLoader's tensors are already where they belong: no walk through the batch)
         batch = self._precision.convert_input(batch)
         return model.on_after_batch_transfer(batch, dataloader_idx)
 
