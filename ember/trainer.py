@@ -421,7 +421,7 @@ class Trainer:
             self._send_to_loggers(self._logs.pop_step_values(), step=self.global_step - 1)
 
     def _automatic_step(self, batch: Any, batch_idx: int) -> Any:
-        model, callbacks = self.lightning_module, self._callbacks
+        model = self.lightning_module
         optimizer = self.optimizers[0]
         self._logs.hook = "training_step"
         with self._precision.forward_context():

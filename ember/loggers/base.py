@@ -3,6 +3,8 @@ implement the same interface."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Mapping
 
 
@@ -67,6 +69,59 @@ class Logger:
     def resume_at(self, step: int) -> None:
         """A resumed run goes on from `step`: drop what the interrupted run logged at or after it, where the
         backend allows."""
+
+
+class FolderLogger(Logger):
+    """A logger that writes into `<save_dir>/<name>/version_<N>[/<sub_dir>]` (CSV, TensorBoard).
+
+    An int version names the folder `version_<int>`, a str names it as given, None takes the next
+    free int when the folder is first needed.
+    """
+
+    def __init__(self, save_dir: str | os.PathLike, name: str | None, version: int | str | None,
+                 sub_dir: str | os.PathLike | None = None):
+        self._save_dir = os.fspath(save_dir)
+        self._name = name or ""
+        self._version = version
+        self._sub_dir = os.fspath(sub_dir) if sub_dir is not None else None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        return os.path.join(self._save_dir, self._name)
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = next_version(Path(self.root_dir))
+        return self._version
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version
+        folder = os.path.join(self.root_dir, version if isinstance(version, str) else f"version_{version}")
+        return os.path.join(folder, self._sub_dir) if self._sub_dir else folder
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the saved version, unless this logger was given a version of its own."""
+        if self._version is None and state.get("name") == self._name:
+            self._version = state["version"]
+
+
+def next_version(root: Path) -> int:
+    """One more than the highest `version_<N>` folder in `root` (0 if there is none)."""
+    if not root.is_dir():
+        return 0
+    versions = [int(p.name.split("_", 1)[1]) for p in root.iterdir()
+                if p.is_dir() and p.name.startswith("version_") and p.name.split("_", 1)[1].isdigit()]
+    return max(versions) + 1 if versions else 0
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:

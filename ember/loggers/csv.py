@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ember.loggers.base import Logger, add_prefix
+from ember.loggers.base import FolderLogger, add_prefix
 
 
-class CSVLogger(Logger):
+class CSVLogger(FolderLogger):
     """Write metrics to `<save_dir>/<name>/version_<N>/metrics.csv` (one row per logged step).
 
     Args:
@@ -25,39 +25,13 @@ class CSVLogger(Logger):
 
     def __init__(self, save_dir: str | os.PathLike = ".", name: str = "lightning_logs",
                  version: int | str | None = None, prefix: str = "", flush_logs_every_n_steps: int = 100):
-        self._save_dir = os.fspath(save_dir)
-        self._name = name or ""
-        self._version = version
+        super().__init__(save_dir, name, version)
         self._prefix = prefix
         self._flush_every = flush_logs_every_n_steps
         self._rows: list[dict[str, Any]] = []
         self._keys: list[str] = []
         self._pending_since_flush = 0
         self._hparams: dict[str, Any] = {}
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        return os.path.join(self._save_dir, self._name)
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = _next_version(Path(self.root_dir))
-        return self._version
-
-    @property
-    def log_dir(self) -> str:
-        version = self.version
-        folder = version if isinstance(version, str) else f"version_{version}"
-        return os.path.join(self.root_dir, folder)
 
     @property
     def experiment(self) -> "CSVLogger":
@@ -111,13 +85,6 @@ class CSVLogger(Logger):
     def finalize(self, status: str) -> None:
         self.save()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if self._version is None and state.get("name") == self._name:
-            self._version = state["version"]
-
     def resume_at(self, step: int) -> None:
         """Drop rows the interrupted run wrote at or after `step`: the resumed run logs them again."""
         self.save()
@@ -129,14 +96,6 @@ class CSVLogger(Logger):
         if len(kept) != len(rows):
             _rewrite(path, keys, kept)
         self._keys = keys
-
-
-def _next_version(root: Path) -> int:
-    if not root.is_dir():
-        return 0
-    versions = [int(p.name.split("_", 1)[1]) for p in root.iterdir()
-                if p.is_dir() and p.name.startswith("version_") and p.name.split("_", 1)[1].isdigit()]
-    return max(versions) + 1 if versions else 0
 
 
 def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:

@@ -23,21 +23,20 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ember.checkpoint import to_plain
-from ember.loggers.base import Logger, add_prefix, scalar_params
-from ember.loggers.csv import _next_version, _write_atomic
+from ember.loggers.base import FolderLogger, add_prefix, scalar_params
+from ember.loggers.csv import _write_atomic
 
 _SESSION_STATUS = {"success": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupted": "STATUS_ABORTED"}
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(FolderLogger):
     """Log to TensorBoard event files in `<save_dir>/<name>/version_<N>[/<sub_dir>]`.
 
     Args:
         save_dir: the root folder.
         name: the experiment's folder under it.
         version: an int (folder `version_<int>`), a str (folder named so), or None for the next free int.
-        log_graph: let `log_graph(model)` write the model graph, traced on `model.example_input_array`
-            (Lightning's Trainer calls it at fit start; ember's does not yet: call it from `on_fit_start`).
+        log_graph: write the model graph at the start of fit, traced on `model.example_input_array`.
         default_hp_metric: accepted for Lightning code; ember writes no `hp_metric` placeholder, since
             the hparams table shows every logged scalar (log `hp_metric` yourself to have that column).
         prefix: prepended to every metric name as `<prefix>-<name>`.
@@ -52,41 +51,14 @@ class TensorBoardLogger(Logger):
                  version: int | str | None = None, log_graph: bool = False, default_hp_metric: bool = True,
                  prefix: str = "", sub_dir: str | os.PathLike | None = None, **kwargs: Any):
         _import_summary_writer()  # fail here, not at the first step, when tensorboard is missing
-        self._save_dir = os.fspath(save_dir)
-        self._name = name or ""
-        self._version = version
+        super().__init__(save_dir, name, version, sub_dir)
         self._log_graph = log_graph
         self._default_hp_metric = default_hp_metric
         self._prefix = prefix
-        self._sub_dir = os.fspath(sub_dir) if sub_dir is not None else None
         self._kwargs = kwargs
         self._hparams: dict[str, Any] = {}
         self._writer: Any = None
         self._purge_step: int | None = None
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = _next_version(Path(self.root_dir))
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        return os.path.join(self._save_dir, self._name)
-
-    @property
-    def log_dir(self) -> str:
-        version = self.version
-        folder = os.path.join(self.root_dir, version if isinstance(version, str) else f"version_{version}")
-        return os.path.join(folder, self._sub_dir) if self._sub_dir else folder
 
     @property
     def experiment(self) -> Any:
@@ -160,13 +132,6 @@ class TensorBoardLogger(Logger):
         self._write_hparams(metadata.SESSION_END_INFO_TAG, session_end_info=end)
         self._writer.close()
         self._writer = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if self._version is None and state.get("name") == self._name:
-            self._version = state["version"]
 
     def resume_at(self, step: int) -> None:
         """The next writer purges what the interrupted run wrote at or after `step`."""
