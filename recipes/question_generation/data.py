@@ -103,7 +103,7 @@ def clip_around_answer(tokens, max_len):
 
 
 class SquadQGDataset(Dataset):
-    def __init__(self, tokenizer, split_set="train", max_source_len=80, max_question_len=30):
+    def __init__(self, tokenizer, split_set="train", max_source_len=60, max_question_len=30):
         self.examples = read_squad(split_set)
         self.tokenizer = tokenizer
         self.max_source_len = max_source_len
@@ -142,7 +142,7 @@ def collate(items, pad_id):
 class DataModule(pl.LightningDataModule):
     """Write-up 004's DataModule: train / dev / test datasets, batch size set by the tuner."""
 
-    def __init__(self, tokenizer, batch_size=32, test_batch_size=32, max_source_len=80, max_question_len=30):
+    def __init__(self, tokenizer, batch_size=32, test_batch_size=32, max_source_len=60, max_question_len=30):
         super().__init__()
         self.batch_size = batch_size
         self.test_batch_size = test_batch_size
