@@ -62,12 +62,19 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> N
             torch.save(dict(checkpoint), f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; a checkpoint is not
         os.replace(tmp, path)
     except BaseException:
         # note: BaseException so that a KeyboardInterrupt mid-write also leaves no stray temp file
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -99,6 +99,12 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_file_loadable(tmp_p
     assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left behind
 
 
+def test_checkpoint_files_get_the_usual_permissions(tmp_path):
+    save_checkpoint({"state_dict": {}}, tmp_path / "a.ckpt")
+    torch.save({}, tmp_path / "b.pt")
+    assert (tmp_path / "a.ckpt").stat().st_mode == (tmp_path / "b.pt").stat().st_mode
+
+
 def test_a_truncated_checkpoint_is_reported_not_loaded(tmp_path):
     path = tmp_path / "broken.ckpt"
     save_checkpoint({"state_dict": {"w": torch.ones(1000)}}, path)
