@@ -189,6 +189,7 @@ class Trainer:
         self.global_step = 0
         self._batches_done = 0  # batches of the current epoch already trained
         self._epoch_finished = False
+        self._validated_at = -1  # batches_done when validation last ran in this epoch
         self._data_seed = 0
         self.should_stop = False
 
@@ -361,6 +362,10 @@ class Trainer:
         callbacks.on_train_epoch_start(self, model)
         model.on_train_epoch_start()
 
+        if 0 < start and self._validated_at != start and self._should_validate(start):
+            # resumed from a checkpoint written after a batch but before the validation that followed it
+            self._run_validation()
+            logs.use("train")
         batch_idx = start - 1
         for batch_idx, batch in enumerate(loader, start):
             if batch_idx >= self.num_training_batches:
@@ -386,7 +391,7 @@ class Trainer:
         logs.hook = None
         if self._epoch_finished:
             self.current_epoch += 1
-            self._batches_done, self._epoch_finished = 0, False
+            self._batches_done, self._epoch_finished, self._validated_at = 0, False, -1
         self.should_stop = self.strategy.reduce_bool(self.should_stop)
 
     def _train_batch(self, batch: Any, batch_idx: int) -> None:
@@ -509,6 +514,7 @@ class Trainer:
 
     def _run_validation(self) -> None:
         self._evaluation_loop("validate")
+        self._validated_at = self._batches_done
 
     def _sanity_check(self) -> None:
         if not self._validation_enabled() or self.num_sanity_val_steps == 0:
@@ -671,6 +677,7 @@ class Trainer:
             checkpoint.update(
                 loops={"epoch": self.current_epoch, "global_step": self.global_step,
                        "batches_done": self._batches_done, "epoch_finished": self._epoch_finished,
+                       "validated_at": self._validated_at,
                        "data_seed": self._data_seed, "state": self.state or "fit"},
                 optimizers={str(i): {"class": type(o).__name__, "state": o.state_dict()}
                             for i, o in enumerate(self.optimizers)},
@@ -741,9 +748,9 @@ class Trainer:
             self.datamodule.load_state_dict(checkpoint.get("datamodule", {}))
         loops = checkpoint["loops"]
         self.current_epoch, self.global_step = loops["epoch"], loops["global_step"]
-        self._batches_done = loops["batches_done"]
+        self._batches_done, self._validated_at = loops["batches_done"], loops["validated_at"]
         if loops["epoch_finished"]:
-            self.current_epoch, self._batches_done = self.current_epoch + 1, 0
+            self.current_epoch, self._batches_done, self._validated_at = self.current_epoch + 1, 0, -1
         elif self._batches_done > 0:
             self._logs.load_state_dict(checkpoint["logs"], model)
             if not self._train_resumable:

@@ -192,3 +192,26 @@ def test_a_checkpoint_saved_after_fit_resumes_at_the_next_epoch(tmp_path):
     second = quiet_trainer(tmp_path, max_epochs=2, logger=False, enable_checkpointing=False)
     second.fit(Regressor(), loader(), ckpt_path=tmp_path / "after.ckpt")
     assert (second.current_epoch, second.global_step) == (2, 16)
+
+
+def test_resume_from_the_last_batch_runs_the_validation_that_followed_it(tmp_path):
+    from conftest import Regressor, loader, quiet_trainer
+
+    class CountValidations(ember.Callback):
+        def __init__(self):
+            self.epochs = []
+
+        def on_validation_end(self, trainer, pl_module):
+            self.epochs.append(trainer.current_epoch)
+
+    checkpoint = ember.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=8, save_top_k=-1,
+                                                 filename="{step}")
+    whole = CountValidations()
+    quiet_trainer(tmp_path, max_epochs=2, logger=False, callbacks=[checkpoint, whole]).fit(
+        Regressor(), loader(), loader())
+    assert whole.epochs == [0, 1]
+    resumed = CountValidations()
+    trainer = quiet_trainer(tmp_path / "r", max_epochs=2, logger=False, enable_checkpointing=False,
+                            callbacks=[resumed])
+    trainer.fit(Regressor(), loader(), loader(), ckpt_path=tmp_path / "step=8.ckpt")  # after batch 8 of 8
+    assert resumed.epochs == [0, 1]
