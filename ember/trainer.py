@@ -748,7 +748,7 @@ class Trainer:
             self.datamodule.load_state_dict(checkpoint.get("datamodule", {}))
         loops = checkpoint["loops"]
         self.current_epoch, self.global_step = loops["epoch"], loops["global_step"]
-        self._batches_done, self._validated_at = loops["batches_done"], loops["validated_at"]
+        self._batches_done, self._validated_at = loops["batches_done"], loops.get("validated_at", -1)
         if loops["epoch_finished"]:
             self.current_epoch, self._batches_done, self._validated_at = self.current_epoch + 1, 0, -1
         elif self._batches_done > 0:
