@@ -47,7 +47,11 @@ def run_recipe(name, tmp_path, *overrides, multirun=False):
     else:
         folder = [f"hydra.run.dir='{tmp_path / 'run'}'"]
     command = [sys.executable, "-m", f"recipes.{name}.train", *folder, *overrides]
-    env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    # As from a fresh shell: no WANDB_* variable of this process leaks in. In particular WANDB_SERVICE, set
+    # by an earlier in-process W&B test, makes the child attach to this process's wandb-core service, and
+    # its offline run then has no .wandb file.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     if done.returncode != 0:
         pytest.fail(
