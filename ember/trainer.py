@@ -27,6 +27,7 @@ from ember.data import (DataModule, as_loader_list, loader_length, make_resumabl
                         warn_not_resumable)
 from ember.logs import LogCollector
 from ember.module import Module
+from ember.optimizers import LRSchedulerConfig, ManualOptimizer, parse_optimizers
 from ember.precision import Precision, parse_precision
 from ember.strategies import Strategy, select_strategy
 
@@ -58,22 +59,6 @@ REMOVED_ARGUMENTS = {
     "log_gpu_memory": "a DeviceStatsMonitor callback",
     "process_position": "the progress bar callback",
 }
-
-
-@dataclass
-class LRSchedulerConfig:
-    """One learning-rate scheduler and when it steps (Lightning's dict keys)."""
-
-    scheduler: Any
-    interval: str = "epoch"
-    frequency: int = 1
-    monitor: str | None = None
-    strict: bool = True
-    name: str | None = None
-
-    @property
-    def reduce_on_plateau(self) -> bool:
-        return isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
 class Trainer:
@@ -200,7 +185,7 @@ class Trainer:
         self.datamodule: DataModule | None = None
         self.optimizers: list[torch.optim.Optimizer] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
-        self._manual_optimizers: list[_ManualOptimizer] = []
+        self._manual_optimizers: list[ManualOptimizer] = []
         self._callbacks = CallbackList()
         self._logs = LogCollector()
         self._logs.reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
@@ -289,10 +274,6 @@ class Trainer:
     @property
     def device(self) -> torch.device:
         return self.strategy.root_device
-
-    @property
-    def lr_scheduler_configs_or_empty(self) -> list[LRSchedulerConfig]:
-        return self.lr_scheduler_configs
 
     @property
     def estimated_stepping_batches(self) -> float:
@@ -838,13 +819,13 @@ class Trainer:
     def _configure_optimizers(self) -> None:
         model = self.lightning_module
         result = model.configure_optimizers()
-        self.optimizers, self.lr_scheduler_configs = _parse_optimizers(result, type(model).__name__)
+        self.optimizers, self.lr_scheduler_configs = parse_optimizers(result, type(model).__name__)
         if model.automatic_optimization and len(self.optimizers) > 1:
             raise ValueError(
                 f"{type(model).__name__}.configure_optimizers returned {len(self.optimizers)} optimizers; "
                 "automatic optimization steps one. Set `self.automatic_optimization = False` in __init__ "
                 "and step them in training_step with self.optimizers() and self.manual_backward(loss).")
-        self._manual_optimizers = [_ManualOptimizer(o, self) for o in self.optimizers]
+        self._manual_optimizers = [ManualOptimizer(o, self) for o in self.optimizers]
         self._flush_due = False
         overridden = type(model).configure_gradient_clipping is not Module.configure_gradient_clipping
         self._clip_each_step = bool(self.gradient_clip_val) or overridden
@@ -1026,31 +1007,6 @@ class Trainer:
                 config.scheduler.step()
 
 
-class _ManualOptimizer:
-    """What `self.optimizers()` returns in manual optimization: `.step()` goes through the precision
-    (grad scaling) and counts a global step."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, trainer: Trainer):
-        self.optimizer, self._trainer = optimizer, trainer
-
-    def step(self, closure: Any = None) -> None:
-        trainer = self._trainer
-        trainer._precision.unscale(self.optimizer)
-        model = trainer.lightning_module
-        trainer._callbacks.on_before_optimizer_step(trainer, model, self.optimizer)
-        model.on_before_optimizer_step(self.optimizer)
-        trainer._precision.step(self.optimizer, closure)
-        trainer.global_step += 1
-        trainer._stepped_now = True
-        trainer._flush_due = trainer.global_step % trainer.log_every_n_steps == 0
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.optimizer, name)
-
-
 class _EvalHooks:
     """The hooks of the validation or the test loop, looked up once by their names."""
 
@@ -1120,75 +1076,6 @@ def _check_step_output(output: Any, manual: bool) -> torch.Tensor | None:
         raise ValueError("training_step returned a loss that does not require grad: it was computed without "
                          "any trainable parameter (frozen model, .detach(), or torch.no_grad()).")
     return loss
-
-
-def _parse_optimizers(result: Any, model_name: str) -> tuple[list[torch.optim.Optimizer], list[LRSchedulerConfig]]:
-    """Turn what configure_optimizers returned into (optimizers, scheduler configs)."""
-    expected = ("an optimizer, a list of optimizers, (optimizers, schedulers), or a dict {'optimizer': ..., "
-                "'lr_scheduler': scheduler or {'scheduler': ..., 'interval': 'step'|'epoch', 'frequency': n, "
-                "'monitor': key}}")
-    if isinstance(result, torch.optim.Optimizer):
-        return [result], []
-    if isinstance(result, Mapping):
-        return _parse_optimizer_dict(result, model_name, expected)
-    if isinstance(result, (list, tuple)):
-        if len(result) == 2 and isinstance(result[0], (list, tuple)):
-            optimizers = list(result[0])
-            schedulers = [_scheduler_config(s, model_name) for s in _as_list(result[1])]
-        elif result and all(isinstance(r, Mapping) for r in result):
-            optimizers, schedulers = [], []
-            for item in result:
-                opts, scheds = _parse_optimizer_dict(item, model_name, expected)
-                optimizers += opts
-                schedulers += scheds
-        else:
-            optimizers, schedulers = list(result), []
-        bad = [type(o).__name__ for o in optimizers if not isinstance(o, torch.optim.Optimizer)]
-        if bad or not optimizers:
-            raise TypeError(f"{model_name}.configure_optimizers returned a list with {bad or 'nothing'}; expected "
-                            f"{expected}.")
-        return optimizers, schedulers
-    raise TypeError(f"{model_name}.configure_optimizers returned {type(result).__name__}; expected {expected}.")
-
-
-def _parse_optimizer_dict(result: Mapping, model_name: str, expected: str):
-    unknown = set(result) - {"optimizer", "lr_scheduler", "monitor", "frequency"}
-    if "optimizer" not in result or unknown:
-        raise TypeError(f"{model_name}.configure_optimizers returned a dict with keys {sorted(result)}; expected "
-                        f"{expected}.")
-    optimizer = result["optimizer"]
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"{model_name}.configure_optimizers: 'optimizer' is a {type(optimizer).__name__}, not a "
-                        "torch.optim.Optimizer.")
-    schedulers = []
-    if result.get("lr_scheduler") is not None:
-        config = _scheduler_config(result["lr_scheduler"], model_name)
-        if config.monitor is None:
-            config.monitor = result.get("monitor")
-        schedulers.append(config)
-    return [optimizer], schedulers
-
-
-def _scheduler_config(item: Any, model_name: str) -> LRSchedulerConfig:
-    if isinstance(item, Mapping):
-        unknown = set(item) - {"scheduler", "interval", "frequency", "monitor", "strict", "name", "reduce_on_plateau"}
-        if "scheduler" not in item or unknown:
-            raise TypeError(f"{model_name}.configure_optimizers: the lr_scheduler dict has keys {sorted(item)}; "
-                            "expected 'scheduler' and optionally 'interval', 'frequency', 'monitor', 'strict', "
-                            "'name'.")
-        config = LRSchedulerConfig(item["scheduler"], item.get("interval", "epoch"), item.get("frequency", 1),
-                                   item.get("monitor"), item.get("strict", True), item.get("name"))
-    else:
-        config = LRSchedulerConfig(item)
-    if config.interval not in ("step", "epoch"):
-        raise ValueError(f"lr_scheduler interval={config.interval!r}; expected 'step' or 'epoch'.")
-    if not hasattr(config.scheduler, "step") or not hasattr(config.scheduler, "state_dict"):
-        raise TypeError(f"{model_name}.configure_optimizers: {type(config.scheduler).__name__} is not a learning "
-                        "rate scheduler (it needs step() and state_dict()).")
-    if config.reduce_on_plateau and config.monitor is None:
-        raise ValueError(f"{model_name}.configure_optimizers returned ReduceLROnPlateau without a monitor; return "
-                         "{'optimizer': opt, 'lr_scheduler': {'scheduler': sched, 'monitor': 'val_loss'}}.")
-    return config
 
 
 def _load_numbered(what: str, saved: Mapping[str, Any], objects: list[Any], ckpt_path: Any) -> None:
