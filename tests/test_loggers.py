@@ -11,31 +11,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 import ember.loggers
 from ember.callbacks.lr_monitor import LearningRateMonitor
 from ember.loggers import CSVLogger
 
+from logger_helpers import TinyRegressor, loader
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-class Tiny(ember.Module):
+class Tiny(TinyRegressor):
+    """Only `lr` as a hyperparameter; a learning rate halved every 3 steps."""
+
     def __init__(self, lr=0.1):
         super().__init__()
         self.save_hyperparameters()
-        self.layer = torch.nn.Linear(2, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.layer(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
 
     def configure_optimizers(self):
         optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
@@ -85,8 +77,7 @@ def test_csv_tensorboard_mlflow_and_wandb_at_once_with_learning_rates(tmp_path, 
 
     loggers = [CSVLogger(tmp_path), TensorBoardLogger(tmp_path), MLFlowLogger(save_dir=tmp_path),
                WandbLogger(save_dir=tmp_path)]
-    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
-    data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
+    data = loader(batch_size=4)
     trainer = ember.Trainer(max_epochs=2, logger=loggers, callbacks=[LearningRateMonitor(logging_interval="step")],
                             log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
                             default_root_dir=tmp_path)

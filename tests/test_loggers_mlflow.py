@@ -5,63 +5,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-import ember
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.loggers import CSVLogger, MLFlowLogger
 
+from logger_helpers import Crash, CrashAt, fit
+
 mlflow = pytest.importorskip("mlflow")
-
-
-class Tiny(ember.Module):
-    def __init__(self, lr=0.1, sizes={"hidden": 2}):
-        super().__init__()
-        self.save_hyperparameters()
-        self.layer = torch.nn.Linear(2, 1)
-
-    def forward(self, x):
-        return self.layer(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", torch.nn.functional.mse_loss(self(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(ember.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step:
-            raise Crash
-
-
-def loader():
-    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
-    return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2)
-
-
-def fit(logger, callbacks=(), val=False, ckpt_path=None, **kwargs):
-    ember.seed_everything(0)
-    trainer = ember.Trainer(logger=logger, callbacks=list(callbacks), log_every_n_steps=1,
-                            enable_progress_bar=False, enable_model_summary=False, **kwargs)
-    trainer.fit(Tiny(), loader(), loader() if val else None, ckpt_path=ckpt_path)
-    return trainer
 
 
 @pytest.fixture(scope="session")

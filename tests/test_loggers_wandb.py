@@ -7,49 +7,13 @@ import subprocess
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-import ember
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.loggers import CSVLogger, WandbLogger
 
+from logger_helpers import fit
+
 wandb = pytest.importorskip("wandb")
-
-
-class Tiny(ember.Module):
-    def __init__(self, lr=0.1, sizes={"hidden": 2}):
-        super().__init__()
-        self.save_hyperparameters()
-        self.layer = torch.nn.Linear(2, 1)
-
-    def forward(self, x):
-        return self.layer(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", torch.nn.functional.mse_loss(self(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
-
-
-def loader():
-    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
-    return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2)
-
-
-def fit(logger, callbacks=(), val=False, ckpt_path=None, **kwargs):
-    ember.seed_everything(0)
-    trainer = ember.Trainer(logger=logger, callbacks=list(callbacks), log_every_n_steps=1,
-                            enable_progress_bar=False, enable_model_summary=False, **kwargs)
-    trainer.fit(Tiny(), loader(), loader() if val else None, ckpt_path=ckpt_path)
-    return trainer
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.callbacks.lr_monitor import LearningRateMonitor
@@ -13,22 +12,19 @@ from ember.cli import main
 from ember.loggers import CSVLogger
 from ember.plot import plot_runs
 
+from logger_helpers import TinyRegressor, loader
+
 pytest.importorskip("matplotlib")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class Tiny(ember.Module):
+class Tiny(TinyRegressor):
+    """No saved hyperparameters; also logs `val_acc`; a learning rate halved every epoch."""
+
     def __init__(self, lr):
         super().__init__()
         self.lr = lr
-        self.layer = torch.nn.Linear(2, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.layer(x), y)
-        self.log("train_loss", loss)
-        return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -44,8 +40,7 @@ class Tiny(ember.Module):
 @pytest.fixture
 def runs(tmp_path):
     """Two CSV runs, runs/version_0 and runs/version_1, with losses, a metric and a learning rate."""
-    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
-    data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
+    data = loader(batch_size=4)
     folders = []
     for lr in (0.1, 0.05):
         logger = CSVLogger(tmp_path, name="runs")
