@@ -185,13 +185,7 @@ class LogCollector:
         if key.sync_dist and self.reduce is not None:
             value = self.reduce(value, key.reduce_fx)
         if key.on_step:
-            if key.logger:
-                self._stage._step_values[key.step_name] = value
-            self.callback_metrics[key.name] = value
-            if key.on_epoch:
-                self.callback_metrics[key.step_name] = value
-            if key.prog_bar:
-                self._prog_bar[key.step_name] = value
+            self._record_step(key, value)
         if key.on_epoch:
             agg = self._stage._epoch.get(name)
             if agg is None:
@@ -248,16 +242,21 @@ class LogCollector:
                                   "self.log to weight by batch size.", stacklevel=3)
         return float(self._batch_size)
 
+    def _record_step(self, key: _Key, value: torch.Tensor) -> None:
+        """Keep this step's value for the loggers, the callbacks and the progress bar."""
+        if key.logger:
+            self._stage._step_values[key.step_name] = value
+        self.callback_metrics[key.name] = value
+        if key.on_epoch:
+            self.callback_metrics[key.step_name] = value
+        if key.prog_bar:
+            self._prog_bar[key.step_name] = value
+
     def _log_metric(self, key: _Key, metric: Any) -> None:
         if key.on_step:
-            value = metric._forward_cache
+            value = metric._forward_cache  # what the metric returned for this batch
             if isinstance(value, torch.Tensor) and value.numel() == 1:
-                value = value.detach()
-                if key.logger:
-                    self._stage._step_values[key.step_name] = value
-                self.callback_metrics[key.name] = value
-                if key.prog_bar:
-                    self._prog_bar[key.step_name] = value
+                self._record_step(key, value.detach())
         if key.on_epoch:
             self._stage._metrics[key.name] = metric
 
