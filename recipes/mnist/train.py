@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 
 import ember
 from ember.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
@@ -28,7 +27,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
 
     ember.seed_everything(args.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data = MNISTDataModule(batch_size=args.batch_size, seed=args.seed)
     model = DigitClassifier(max_epochs=args.max_epochs)
     checkpoint = ModelCheckpoint(monitor="val_acc", mode="max", filename="{epoch}-{val_acc:.4f}", save_last=True)
