@@ -200,6 +200,7 @@ class Trainer:
         self._val_every = math.inf
         self._start_time = 0.0
         self._train_resumable = True
+        self._batches_as_they_come = False
 
     # --- what callbacks and users read -----------------------------------------------------------
 
@@ -395,6 +396,7 @@ class Trainer:
         callbacks.on_train_batch_end(self, model, outputs, batch, batch_idx)
         model.on_train_batch_end(outputs, batch, batch_idx)
         logs.hook = None
+        logs.batch = None  # let the batch's memory go before the next one is collated
         self._flush_step_logs()
 
     def _flush_step_logs(self) -> None:
@@ -773,6 +775,7 @@ class Trainer:
             self.datamodule = datamodule
             datamodule.trainer = self
         self._callbacks = CallbackList(_ordered(self.callbacks + _as_list(model.configure_callbacks())))
+        self._batches_as_they_come = self._batches_need_no_transfer()
         if self.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self.deterministic == "warn")
         if self.benchmark is not None:
@@ -922,17 +925,25 @@ class Trainer:
         return _skip(loader, start)
 
     def _to_device(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._batches_as_they_come:
+            return batch
         model, datamodule = self.lightning_module, self.datamodule
         batch = model.on_before_batch_transfer(batch, dataloader_idx)
-        if datamodule is not None and type(datamodule).transfer_batch_to_device is not \
-                DataModule.transfer_batch_to_device:
+        if datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device"):
             batch = datamodule.transfer_batch_to_device(batch, self.strategy.root_device, dataloader_idx)
-        elif self.strategy.root_device.type != "cpu" or \
-                type(model).transfer_batch_to_device is not Module.transfer_batch_to_device:
+        else:
             batch = model.transfer_batch_to_device(batch, self.strategy.root_device, dataloader_idx)
-        # (on the CPU a DataLoader's tensors are already where they belong: no walk through the batch)
         batch = self._precision.convert_input(batch)
         return model.on_after_batch_transfer(batch, dataloader_idx)
+
+    def _batches_need_no_transfer(self) -> bool:
+        """On the CPU, with no batch-transfer hook overridden and float32 inputs, a DataLoader's batches
+        are already what the step needs: `_to_device` then returns them untouched."""
+        model, datamodule = self.lightning_module, self.datamodule
+        hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+        return (self.strategy.root_device.type == "cpu" and self._precision.param_dtype is None
+                and not any(_overrides(model, Module, hook) for hook in hooks)
+                and not (datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device")))
 
     # --- when things happen ----------------------------------------------------------------------
 
@@ -1140,6 +1151,10 @@ def _ordered(callbacks: list[Callback]) -> list[Callback]:
 
     return [c for c in callbacks if not isinstance(c, ModelCheckpoint)] + \
         [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+
+
+def _overrides(obj: Any, base: type, name: str) -> bool:
+    return getattr(type(obj), name) is not getattr(base, name)
 
 
 def _as_list(value: Any) -> list[Any]:
