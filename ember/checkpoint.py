@@ -26,6 +26,7 @@ and no other.
 
 from __future__ import annotations
 
+import enum
 import os
 import random
 import tempfile
@@ -35,7 +36,6 @@ from typing import Any, Mapping
 
 import torch
 
-FORMAT_VERSION = 1
 EXTENSION = ".ckpt"
 # Lightning checks for this key when it loads a checkpoint; with it, an ember checkpoint opens there too.
 LIGHTNING_VERSION_KEY = "pytorch-lightning_version"
@@ -230,7 +230,7 @@ def to_plain(value: Any, where: str = "hyper_parameters") -> Any:
         return {str(k): to_plain(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if hasattr(value, "name") and hasattr(value, "value") and type(value).__mro__[-2].__name__ == "Enum":
+    if isinstance(value, enum.Enum):
         return value.name
     if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalars
         return value.item()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
@@ -213,5 +213,5 @@ def warn_not_resumable(loader: Any) -> None:
     )
 
 
-__all__: Sequence[str] = ["DataModule", "ResumableSampler", "ResumableBatchSampler", "make_resumable",
+__all__ = ["DataModule", "ResumableSampler", "ResumableBatchSampler", "make_resumable",
                           "move_to_device"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import nn
@@ -303,8 +303,3 @@ def _instantiate(cls: type, hparams: dict[str, Any], hparams_name: str | None, s
             f"Could not build {cls.__name__} from the hyperparameters in {source} "
             f"({sorted(hparams)}): {err}. Pass the missing arguments to load_from_checkpoint(..., name=value), "
             "or call self.save_hyperparameters() in __init__ so checkpoints record them.") from err
-
-
-def module_hooks_overridden(model: Module, names: Iterable[str]) -> dict[str, bool]:
-    """Which of `names` the model's class defines itself (used to skip no-op hooks in the hot path)."""
-    return {name: getattr(type(model), name) is not getattr(Module, name) for name in names}

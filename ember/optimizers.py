@@ -49,9 +49,7 @@ class ManualOptimizer:
         trainer._callbacks.on_before_optimizer_step(trainer, model, self.optimizer)
         model.on_before_optimizer_step(self.optimizer)
         trainer._precision.step(self.optimizer, closure)
-        trainer.global_step += 1
-        trainer._stepped_now = True
-        trainer._flush_due = trainer.global_step % trainer.log_every_n_steps == 0
+        trainer._count_step()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

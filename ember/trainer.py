@@ -201,6 +201,7 @@ class Trainer:
         self._start_time = 0.0
         self._train_resumable = True
         self._batches_as_they_come = False
+        self.ckpt_path: str | None = None  # the checkpoint the last stage loaded
 
     # --- what callbacks and users read -----------------------------------------------------------
 
@@ -453,11 +454,15 @@ class Trainer:
         callbacks.on_before_zero_grad(self, model, optimizer)
         model.on_before_zero_grad(optimizer)
         optimizer.zero_grad(set_to_none=True)
+        self._count_step()
+        if model.automatic_optimization:
+            self._step_schedulers("step")
+
+    def _count_step(self) -> None:
+        """One optimizer step was taken (automatic, or `opt.step()` in manual optimization)."""
         self.global_step += 1
         self._stepped_now = True
         self._flush_due = self.global_step % self.log_every_n_steps == 0
-        if model.automatic_optimization:
-            self._step_schedulers("step")
 
     # --- validation, test, predict ---------------------------------------------------------------
 
@@ -675,7 +680,8 @@ class Trainer:
             )
         self._callbacks.on_save_checkpoint(self, model, checkpoint)
         model.on_save_checkpoint(checkpoint)
-        return to_plain_checkpoint(checkpoint)
+        checkpoint["hyper_parameters"] = to_plain(checkpoint["hyper_parameters"])
+        return checkpoint
 
     def _read_checkpoint_for_fit(self, ckpt_path: Any) -> dict[str, Any] | None:
         if ckpt_path is None:
@@ -695,7 +701,7 @@ class Trainer:
                 f"{str(ckpt_path)!r} holds weights only (saved with save_weights_only=True or by another "
                 "tool), so training cannot resume from it. Load the weights with "
                 "Module.load_from_checkpoint(path) and call fit without ckpt_path.")
-        self._resumed_from = str(ckpt_path)
+        self.ckpt_path = str(ckpt_path)
         return checkpoint
 
     def _find_last_checkpoint(self) -> str | None:
@@ -1098,11 +1104,6 @@ def _load_numbered(what: str, saved: Mapping[str, Any], objects: list[Any], ckpt
                               "schedulers, or load only the weights with Module.load_from_checkpoint.")
     for i, obj in enumerate(objects):
         obj.load_state_dict(saved[str(i)]["state"])
-
-
-def to_plain_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    checkpoint["hyper_parameters"] = to_plain(checkpoint["hyper_parameters"])
-    return checkpoint
 
 
 def _build_loggers(logger: Any, root: str) -> list[Any]:

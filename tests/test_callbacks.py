@@ -8,7 +8,6 @@ import os
 import pytest
 import torch
 
-import ember
 from ember.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from ember.checkpoint import load_checkpoint
 

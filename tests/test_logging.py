@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import ember
 
 from conftest import Regressor, loader, quiet_trainer
 

@@ -9,7 +9,6 @@ import sys
 import pytest
 import torch
 
-import ember
 
 from conftest import Regressor, loader, quiet_trainer
 
