@@ -29,6 +29,7 @@ from ember.logs import LogCollector
 from ember.module import Module
 from ember.optimizers import LRSchedulerConfig, ManualOptimizer, parse_optimizers
 from ember.precision import Precision, parse_precision
+from ember.state import FitState
 from ember.strategies import Strategy, select_strategy
 
 # Lightning 1.x arguments that 2.x removed, and what replaced them.
@@ -169,14 +170,7 @@ class Trainer:
         self.callbacks = _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar,
                                           enable_model_summary)
 
-        # loop state, saved whole in every checkpoint
-        self.current_epoch = 0
-        self.global_step = 0
-        self._batches_done = 0  # batches of the current epoch already trained
-        self._epoch_finished = False
-        self._validated_at = -1  # batches_done when validation last ran in this epoch
-        self._data_seed = 0
-        self.should_stop = False
+        self.fit_state = FitState()  # every loop counter; saved whole in every checkpoint
 
         self.state: str | None = None  # 'fit', 'validate', 'test', 'predict' while running
         self.sanity_checking = False
@@ -204,6 +198,42 @@ class Trainer:
         self.ckpt_path: str | None = None  # the checkpoint the last stage loaded
 
     # --- what callbacks and users read -----------------------------------------------------------
+
+    @property
+    def current_epoch(self) -> int:
+        return self.fit_state.epoch
+
+    @current_epoch.setter
+    def current_epoch(self, value: int) -> None:
+        self.fit_state.epoch = value
+
+    @property
+    def global_step(self) -> int:
+        return self.fit_state.global_step
+
+    @global_step.setter
+    def global_step(self, value: int) -> None:
+        self.fit_state.global_step = value
+
+    @property
+    def should_stop(self) -> bool:
+        """Set to True (by a callback or the Module) to end the fit after the current batch."""
+        return self.fit_state.should_stop
+
+    @should_stop.setter
+    def should_stop(self, value: bool) -> None:
+        self.fit_state.should_stop = bool(value)
+
+    @property
+    def val_check_batch(self) -> float:
+        """Validation runs after every this many training batches (inf: once, when an epoch of unknown
+        length runs out)."""
+        return self._val_every
+
+    @property
+    def enable_validation(self) -> bool:
+        """Whether fit validates: the Module has a validation_step and there are validation batches."""
+        return self._validation_enabled()
 
     @property
     def callback_metrics(self) -> dict[str, torch.Tensor]:
@@ -308,7 +338,7 @@ class Trainer:
         if checkpoint is not None:
             self._restore_logger_identity(checkpoint)
         self._setup_stage("fit")
-        self._data_seed = _draw_seed() if checkpoint is None else checkpoint["loops"]["data_seed"]
+        self.fit_state.data_seed = _draw_seed() if checkpoint is None else checkpoint["loops"]["data_seed"]
         self._connect_train_data(train_dataloaders)
         self._connect_eval_data("validate", val_dataloaders)
         self._configure_optimizers()
@@ -334,8 +364,8 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         model, callbacks, logs = self.lightning_module, self._callbacks, self._logs
-        start = self._batches_done  # > 0 only when resuming in the middle of an epoch
-        self._epoch_finished = False
+        start = self.fit_state.batches_done  # > 0 only when resuming in the middle of an epoch
+        self.fit_state.epoch_finished = False
         loader = self._train_loader_for_epoch(start)
         logs.use("train")
         if start == 0:
@@ -345,7 +375,7 @@ class Trainer:
         callbacks.on_train_epoch_start(self, model)
         model.on_train_epoch_start()
 
-        if 0 < start and self._validated_at != start and self._should_validate(start):
+        if 0 < start and self.fit_state.validated_at != start and self._should_validate(start):
             # resumed from a checkpoint written after a batch but before the validation that followed it
             self._run_validation()
             logs.use("train")
@@ -359,29 +389,29 @@ class Trainer:
                 logs.use("train")
             if self._stop_mid_epoch():
                 break
-        self._epoch_finished = batch_idx + 1 >= self.num_training_batches or self._loader_exhausted(batch_idx)
-        if self._epoch_finished and self._val_every == math.inf and self._validation_enabled():
+        self.fit_state.epoch_finished = batch_idx + 1 >= self.num_training_batches or self._loader_exhausted(batch_idx)
+        if self.fit_state.epoch_finished and self._val_every == math.inf and self._validation_enabled():
             self._run_validation()  # an epoch of unknown length validates when it runs out
             logs.use("train")
 
         logs.hook = "on_train_epoch_end"
         model.on_train_epoch_end()
         self._send_to_loggers(logs.end_epoch())  # before the callbacks, which may write a checkpoint
-        if self._epoch_finished:
+        if self.fit_state.epoch_finished:
             self._step_schedulers("epoch")
         callbacks.on_train_epoch_end(self, model)
         self._send_to_loggers(logs.end_epoch())  # what callbacks logged in on_train_epoch_end
         logs.hook = None
-        if self._epoch_finished:
+        if self.fit_state.epoch_finished:
             self.current_epoch += 1
-            self._batches_done, self._epoch_finished, self._validated_at = 0, False, -1
+            self.fit_state.batches_done, self.fit_state.epoch_finished, self.fit_state.validated_at = 0, False, -1
         self.should_stop = self.strategy.reduce_bool(self.should_stop)
 
     def _train_batch(self, batch: Any, batch_idx: int) -> None:
         model, callbacks, logs = self.lightning_module, self._callbacks, self._logs
         batch = self._to_device(batch, 0)
         logs.start_batch(batch)
-        self._stepped_now = False
+        self.fit_state.stepped = False
         logs.hook = "on_train_batch_start"
         callbacks.on_train_batch_start(self, model, batch, batch_idx)
         model.on_train_batch_start(batch, batch_idx)
@@ -392,7 +422,7 @@ class Trainer:
             with self._precision.forward_context():
                 outputs = model.training_step(batch, batch_idx)
             _check_step_output(outputs, manual=True)
-        self._batches_done = batch_idx + 1
+        self.fit_state.batches_done = batch_idx + 1
         logs.hook = "on_train_batch_end"
         callbacks.on_train_batch_end(self, model, outputs, batch, batch_idx)
         model.on_train_batch_end(outputs, batch, batch_idx)
@@ -461,7 +491,7 @@ class Trainer:
     def _count_step(self) -> None:
         """One optimizer step was taken (automatic, or `opt.step()` in manual optimization)."""
         self.global_step += 1
-        self._stepped_now = True
+        self.fit_state.stepped = True
         self._flush_due = self.global_step % self.log_every_n_steps == 0
 
     # --- validation, test, predict ---------------------------------------------------------------
@@ -502,7 +532,7 @@ class Trainer:
 
     def _run_validation(self) -> None:
         self._evaluation_loop("validate")
-        self._validated_at = self._batches_done
+        self.fit_state.validated_at = self.fit_state.batches_done
 
     def _sanity_check(self) -> None:
         if not self._validation_enabled() or self.num_sanity_val_steps == 0:
@@ -663,10 +693,7 @@ class Trainer:
             checkpoint["datamodule_hyper_parameters"] = dict(self.datamodule.hparams)
         if not weights_only:
             checkpoint.update(
-                loops={"epoch": self.current_epoch, "global_step": self.global_step,
-                       "batches_done": self._batches_done, "epoch_finished": self._epoch_finished,
-                       "validated_at": self._validated_at,
-                       "data_seed": self._data_seed, "state": self.state or "fit"},
+                loops=self.fit_state.state_dict(),
                 optimizers={str(i): {"class": type(o).__name__, "state": o.state_dict()}
                             for i, o in enumerate(self.optimizers)},
                 lr_schedulers={str(i): {"class": type(c.scheduler).__name__, "state": c.scheduler.state_dict()}
@@ -737,10 +764,10 @@ class Trainer:
             self.datamodule.load_state_dict(checkpoint.get("datamodule", {}))
         loops = checkpoint["loops"]
         self.current_epoch, self.global_step = loops["epoch"], loops["global_step"]
-        self._batches_done, self._validated_at = loops["batches_done"], loops.get("validated_at", -1)
+        self.fit_state.batches_done, self.fit_state.validated_at = loops["batches_done"], loops.get("validated_at", -1)
         if loops["epoch_finished"]:
-            self.current_epoch, self._batches_done, self._validated_at = self.current_epoch + 1, 0, -1
-        elif self._batches_done > 0:
+            self.current_epoch, self.fit_state.batches_done, self.fit_state.validated_at = self.current_epoch + 1, 0, -1
+        elif self.fit_state.batches_done > 0:
             self._logs.load_state_dict(checkpoint["logs"], model)
             if not self._train_resumable:
                 warn_not_resumable(self.train_dataloader)
@@ -842,7 +869,7 @@ class Trainer:
             raise ValueError("Trainer(gradient_clip_val=...) clips in automatic optimization only; with "
                              "manual optimization call self.clip_gradients(opt, gradient_clip_val=...) "
                              "in training_step.")
-        self._stepped_now = False
+        self.fit_state.stepped = False
 
     def _log_hyperparams(self) -> None:
         params = dict(self.lightning_module.hparams)
@@ -890,8 +917,8 @@ class Trainer:
             raise TypeError("trainer.fit(train_dataloaders=...) takes one DataLoader; combine several into one "
                             "dataset or loader.")
         as_loader_list(loaders, "train_dataloaders")
-        loader = self.strategy.prepare_train_loader(loaders, self._data_seed)
-        self.train_dataloader, self._train_resumable = make_resumable(loader, self._data_seed)
+        loader = self.strategy.prepare_train_loader(loaders, self.fit_state.data_seed)
+        self.train_dataloader, self._train_resumable = make_resumable(loader, self.fit_state.data_seed)
         self.num_training_batches = _limited(loader_length(self.train_dataloader), self.limit_train_batches,
                                              "limit_train_batches")
         self._val_every = self._validation_interval()
@@ -923,7 +950,7 @@ class Trainer:
         if self._train_resumable:
             sampler.sampler.set_epoch(self.current_epoch)
             sampler.start = start
-            loader.generator.manual_seed(self._data_seed + self.current_epoch)
+            loader.generator.manual_seed(self.fit_state.data_seed + self.current_epoch)
             return loader
         for obj in (getattr(loader, "sampler", None), sampler):
             if hasattr(obj, "set_epoch"):

@@ -68,7 +68,7 @@ class EarlyStopping(Callback):
             return self._check_on_train_epoch_end
         if trainer.check_val_every_n_epoch != 1:
             return False
-        return not trainer._validation_enabled() or trainer._val_every >= trainer.num_training_batches
+        return not trainer.enable_validation or trainer.val_check_batch >= trainer.num_training_batches
 
     def _check(self, trainer) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state != "fit":

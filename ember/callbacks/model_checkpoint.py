@@ -97,7 +97,7 @@ class ModelCheckpoint(Callback):
         self._last_time = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if self._skip(trainer) or not trainer._stepped_now:
+        if self._skip(trainer) or not trainer.fit_state.stepped:
             return
         due = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
         if self.train_time_interval and time.monotonic() - self._last_time >= self.train_time_interval:
@@ -125,15 +125,15 @@ class ModelCheckpoint(Callback):
             return self._save_on_train_epoch_end
         if trainer.check_val_every_n_epoch != 1:
             return False
-        if not trainer._validation_enabled():
+        if not trainer.enable_validation:
             return True
-        return trainer._val_every >= trainer.num_training_batches
+        return trainer.val_check_batch >= trainer.num_training_batches
 
     # --- what -------------------------------------------------------------------------------------
 
     def _save(self, trainer) -> None:
-        if trainer.global_step == self._last_global_step_saved and trainer._batches_done and \
-                not trainer._epoch_finished:
+        if trainer.global_step == self._last_global_step_saved and trainer.fit_state.batches_done and \
+                not trainer.fit_state.epoch_finished:
             return
         metrics = dict(trainer.callback_metrics)
         metrics.setdefault("epoch", torch.tensor(trainer.current_epoch))

@@ -41,7 +41,7 @@ class ProgressBar(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_start = time.monotonic()
-        self._first_batch = trainer._batches_done
+        self._first_batch = trainer.fit_state.batches_done
         # a terminal shows the first batch at once; a log file gets a line per log_interval
         self._next_draw = 0.0 if self._interactive() else self._epoch_start + self.log_interval
 
@@ -56,14 +56,14 @@ class ProgressBar(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            self._draw(trainer, trainer._batches_done, time.monotonic(), final=True)
+            self._draw(trainer, trainer.fit_state.batches_done, time.monotonic(), final=True)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state != "fit" or not trainer.is_global_zero:
             return
         if not self._interactive():
             return
-        self._draw(trainer, trainer._batches_done, time.monotonic())
+        self._draw(trainer, trainer.fit_state.batches_done, time.monotonic())
 
     def _draw(self, trainer, done: int, now: float, final: bool = False) -> None:
         total = trainer.num_training_batches
