@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import enum
 import os
-import random
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -241,32 +241,48 @@ def to_plain(value: Any, where: str = "hyper_parameters") -> Any:
     )
 
 
-def rng_states() -> dict[str, Any]:
-    """The states of every random generator a training step may draw from."""
-    states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    try:
-        import numpy as np
+@dataclass
+class Part:
+    """One named stateful part of a run: how to save it and how to put it back.
 
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        states["numpy"] = {"keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
-                           "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-    except ImportError:
-        pass
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+    Args:
+        save: returns the part's state (tensors and plain Python values only).
+        load: puts a saved state back.
+        required: a checkpoint without this part cannot resume the run (an optional part is skipped,
+            so checkpoints of older ember releases still load).
+    """
+
+    save: Callable[[], Any]
+    load: Callable[[Any], None]
+    required: bool = True
 
 
-def set_rng_states(states: Mapping[str, Any]) -> None:
-    """Put back what `rng_states` returned."""
-    python = states["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    torch.set_rng_state(states["torch"])
-    if "numpy" in states:
-        import numpy as np
+def gather(parts: Mapping[str, Part]) -> dict[str, Any]:
+    """The state of every part, by name: what a checkpoint holds besides its header."""
+    return {name: part.save() for name, part in parts.items()}
 
-        n = states["numpy"]
-        np.random.set_state(("MT19937", n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"],
-                             n["cached_gaussian"]))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+
+def restore(parts: Mapping[str, Part], checkpoint: Mapping[str, Any], source: str) -> None:
+    """Put back every part that `checkpoint` holds, in the order of `parts`, after checking that it holds
+    all the required ones (so a checkpoint missing one changes nothing)."""
+    missing = [name for name, part in parts.items() if part.required and name not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"{source} cannot resume this run: it lacks {', '.join(repr(m) for m in missing)} (it holds "
+            f"{sorted(checkpoint)}). It was written by another tool or with save_weights_only=True. Load its "
+            "weights with Module.load_from_checkpoint(path) and call fit without ckpt_path.")
+    for name, part in parts.items():
+        if name in checkpoint:
+            part.load(checkpoint[name])
+
+
+def unique_state_keys(keys: list[str]) -> list[str]:
+    """Callback state keys made unique: the n-th repeat of a key gets `#n` (two ModelCheckpoints with the
+    same arguments but other folders keep separate state)."""
+    seen: dict[str, int] = {}
+    unique = []
+    for key in keys:
+        count = seen.get(key, 0)
+        seen[key] = count + 1
+        unique.append(key if count == 0 else f"{key}#{count}")
+    return unique

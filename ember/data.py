@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
+from ember.arguments import limited
 from ember.hparams import HyperparametersMixin
 
 
@@ -213,5 +214,156 @@ def warn_not_resumable(loader: Any) -> None:
     )
 
 
-__all__ = ["DataModule", "ResumableSampler", "ResumableBatchSampler", "make_resumable",
-                          "move_to_device"]
+def warn_workers_not_exact(loader: Any) -> None:
+    warnings.warn(
+        f"Resuming in the middle of an epoch with DataLoader(num_workers={loader.num_workers}): the order and "
+        "position of the data are restored exactly, but random numbers drawn inside worker processes "
+        "(random augmentation) are not, because each worker restarts its random stream and batches go to "
+        "other workers than in the interrupted run. Resume is exact only if the dataset draws no random "
+        "numbers in workers, or draws them from ember.data.sample_generator(index) (seeded by the data "
+        "seed, the epoch and the sample index). See docs/resume.md.",
+        stacklevel=3,
+    )
+
+
+def sample_generator(index: int) -> torch.Generator | None:
+    """A generator for the random numbers of sample `index` (augmentation), the same in every run.
+
+    Inside a DataLoader worker it is seeded by (the loader's seed for this epoch, `index`), so which
+    worker loads the sample, and whether the run was resumed in the middle of the epoch, change nothing.
+    In the main process (num_workers=0) it returns None, so torch draws from the global generator, which
+    ember saves and restores with every checkpoint. Pass it as `generator=` to torch's random functions.
+
+    Example:
+        >>> def __getitem__(self, index):
+        ...     flip = torch.rand((), generator=ember.data.sample_generator(index)) < 0.5
+    """
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return None
+    generator = torch.Generator()
+    # info.seed is the epoch's base seed plus the worker id: the base seed alone is the same in every worker
+    generator.manual_seed(((info.seed - info.id) * 1_000_003 + index) % 2**63)
+    return generator
+
+
+__all__ = ["DataModule", "ResumableSampler", "ResumableBatchSampler", "make_resumable", "move_to_device",
+           "sample_generator"]
+
+
+class DataConnector:
+    """Connects a run to its data: builds the loaders of each stage, counts their batches under the
+    `limit_*` arguments, positions the training data for an epoch, and moves batches to the device.
+
+    Args:
+        trainer: the Trainer whose `lightning_module`, `datamodule`, `strategy` and `limit_*` are read.
+        precision: converts inputs under 64-true / bf16-true.
+        module_class: the Module base class, whose batch-transfer hooks are the defaults.
+    """
+
+    def __init__(self, trainer: Any, precision: Any, module_class: type):
+        self.trainer, self.precision, self.module_class = trainer, precision, module_class
+        self.train_resumable = True
+        self.as_they_come = False  # batches need no transfer (see `batches_need_no_transfer`)
+
+    def train_loader(self, loaders: Any, seed: int) -> tuple[Any, float]:
+        """The training loader (with ember's resumable sampler when it can be swapped in) and its batch count."""
+        trainer = self.trainer
+        if loaders is None:
+            source = trainer.datamodule if trainer.datamodule is not None else trainer.lightning_module
+            if not hasattr(source, "train_dataloader"):
+                raise ValueError("trainer.fit() found no training data: pass train_dataloaders, a datamodule, "
+                                 "or define train_dataloader() on the model.")
+            loaders = source.train_dataloader()
+        if isinstance(loaders, (list, tuple, Mapping)):
+            raise TypeError("trainer.fit(train_dataloaders=...) takes one DataLoader; combine several into one "
+                            "dataset or loader.")
+        as_loader_list(loaders, "train_dataloaders")
+        loader = trainer.strategy.prepare_train_loader(loaders, seed)
+        loader, self.train_resumable = make_resumable(loader, seed)
+        count = limited(loader_length(loader), trainer.limit_train_batches, "limit_train_batches")
+        if count == 0 and trainer.limit_train_batches != 0:
+            warnings.warn(f"The training dataloader ({type(loader).__name__}) has no batches, so fit trains "
+                          "nothing. Check the dataset's length, batch_size and drop_last.", stacklevel=4)
+        return loader, count
+
+    def eval_loaders(self, stage: str, loaders: Any) -> tuple[list[Any], list[float]]:
+        """The loaders of 'validate', 'test' or 'predict' (given, or from the datamodule / model), and
+        the number of batches each runs."""
+        trainer = self.trainer
+        method = {"validate": "val_dataloader", "test": "test_dataloader", "predict": "predict_dataloader"}[stage]
+        if loaders is None:
+            datamodule = trainer.datamodule
+            source = datamodule if datamodule is not None and hasattr(datamodule, method) else trainer.lightning_module
+            method_fn = getattr(source, method, None)
+            loaders = method_fn() if callable(method_fn) else None
+            if loaders is None and stage != "validate":
+                raise ValueError(f"trainer.{stage}() found no data: pass dataloaders=..., a datamodule, or "
+                                 f"define {method}() on the model or datamodule.")
+        loaders = [_quiet_generator(lo) for lo in as_loader_list(loaders, f"{stage} dataloaders")]
+        name = {"validate": "limit_val_batches", "test": "limit_test_batches",
+                "predict": "limit_predict_batches"}[stage]
+        limit = getattr(trainer, name)
+        return loaders, [limited(loader_length(lo), limit, name) for lo in loaders]
+
+    def epoch_iterator(self, loader: Any, epoch: int, start: int, seed: int) -> Iterator:
+        """Iterate the training loader for `epoch` from batch `start` (> 0 when resuming mid-epoch)."""
+        sampler = getattr(loader, "batch_sampler", None)
+        if self.train_resumable:
+            sampler.sampler.set_epoch(epoch)
+            sampler.start = start
+            loader.generator.manual_seed(seed + epoch)
+            return iter(loader)
+        for obj in (getattr(loader, "sampler", None), sampler):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+        iterator = iter(loader)
+        for _ in range(start):  # cannot position it: load and drop the batches already done
+            next(iterator, None)
+        return iterator
+
+    def check_resume(self, loader: Any) -> None:
+        """Warn when a mid-epoch resume of this loader cannot be exact."""
+        if not self.train_resumable:
+            warn_not_resumable(loader)
+        elif getattr(loader, "num_workers", 0) > 0:
+            warn_workers_not_exact(loader)
+
+    def prepare(self) -> None:
+        """Decide once per stage whether batches can skip the transfer hooks."""
+        self.as_they_come = self.batches_need_no_transfer()
+
+    def to_device(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.as_they_come:
+            return batch
+        trainer = self.trainer
+        model, datamodule = trainer.lightning_module, trainer.datamodule
+        batch = model.on_before_batch_transfer(batch, dataloader_idx)
+        device = trainer.strategy.root_device
+        if datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device"):
+            batch = datamodule.transfer_batch_to_device(batch, device, dataloader_idx)
+        else:
+            batch = model.transfer_batch_to_device(batch, device, dataloader_idx)
+        batch = self.precision.convert_input(batch)
+        return model.on_after_batch_transfer(batch, dataloader_idx)
+
+    def batches_need_no_transfer(self) -> bool:
+        """On the CPU, with no batch-transfer hook overridden and float32 inputs, a DataLoader's batches
+        are already what the step needs: `to_device` then returns them untouched."""
+        trainer, Module = self.trainer, self.module_class
+        model, datamodule = trainer.lightning_module, trainer.datamodule
+        hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+        return (trainer.strategy.root_device.type == "cpu" and self.precision.param_dtype is None
+                and not any(_overrides(model, Module, hook) for hook in hooks)
+                and not (datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device")))
+
+
+def _overrides(obj: Any, base: type, name: str) -> bool:
+    return getattr(type(obj), name, None) is not getattr(base, name)
+
+
+def _quiet_generator(loader: Any) -> Any:
+    """Give an evaluation DataLoader its own generator, so iterating it draws nothing from the global one."""
+    if isinstance(loader, DataLoader) and loader.generator is None:
+        loader.generator = private_generator(0)
+    return loader

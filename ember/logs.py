@@ -139,7 +139,7 @@ class LogCollector:
         self.callback_metrics: dict[str, torch.Tensor] = {}
         self.logged_metrics: dict[str, torch.Tensor] = {}
         self._prog_bar: dict[str, torch.Tensor] = {}
-        self.hook: str | None = None  # the hook now running, set by the Trainer
+        self.hook: str | None = None  # the hook now running: set with `in_hook`
         self.dataloader_idx: int | None = None  # set when an eval stage has several dataloaders
         self.batch: Any = None
         self._batch_size: int | None = None
@@ -149,6 +149,17 @@ class LogCollector:
         self._stage = self._train
         # set by a distributed strategy: reduce(value, reduce_fx) across processes
         self.reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None
+
+    def in_hook(self, name: str | None) -> "_InHook":
+        """`with logs.in_hook("training_step"):` -- what is logged inside takes that hook's defaults; the
+        previous hook is restored on the way out (also when the hook raises)."""
+        return _InHook(self, name)
+
+    def clear_metrics(self) -> None:
+        """Forget every metric shown so far (after the sanity check, whose values are not results)."""
+        self.callback_metrics.clear()
+        self.logged_metrics.clear()
+        self._prog_bar.clear()
 
     def use(self, stage: str) -> None:
         """Collect into the training log ('train') or the evaluation log ('eval')."""
@@ -331,6 +342,19 @@ class LogCollector:
             metric._computed = None
             self._train._metrics[name] = metric
         self.callback_metrics.update(state["callback_metrics"])
+
+
+class _InHook:
+    __slots__ = ("logs", "name", "previous")
+
+    def __init__(self, logs: LogCollector, name: str | None):
+        self.logs, self.name, self.previous = logs, name, None
+
+    def __enter__(self) -> None:
+        self.previous, self.logs.hook = self.logs.hook, self.name
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logs.hook = self.previous
 
 
 def _detached(value: Any) -> Any:

@@ -128,7 +128,7 @@ class Module(HyperparametersMixin, nn.Module):
                 warnings.warn(f"self.log({name!r}, ...) was called with no Trainer attached; the value is "
                               "dropped.", stacklevel=2)
             return
-        trainer._logs.log(name, value, prog_bar, True if logger is None else logger, on_step, on_epoch,
+        trainer.log_collector.log(name, value, prog_bar, True if logger is None else logger, on_step, on_epoch,
                           reduce_fx, sync_dist, batch_size)
 
     def log_dict(self, dictionary: Mapping[str, Any], prog_bar: bool = False, logger: bool | None = None,
@@ -223,7 +223,8 @@ class Module(HyperparametersMixin, nn.Module):
 
     def optimizers(self, use_pl_optimizer: bool = True) -> Any:
         """The optimizer(s) from `configure_optimizers`; in manual optimization, call `.step()` on them."""
-        optimizers = self.trainer._manual_optimizers if use_pl_optimizer else self.trainer.optimizers
+        optimization = self.trainer.optimization
+        optimizers = optimization.manual_optimizers if use_pl_optimizer else optimization.optimizers
         return optimizers[0] if len(optimizers) == 1 else list(optimizers)
 
     def lr_schedulers(self) -> Any:
@@ -234,7 +235,7 @@ class Module(HyperparametersMixin, nn.Module):
 
     def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """`loss.backward()` with the precision's scaling, for manual optimization."""
-        self.trainer._backward(loss, *args, **kwargs)
+        self.trainer.optimization.backward(loss, *args, **kwargs)
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:

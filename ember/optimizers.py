@@ -36,27 +36,20 @@ class LRSchedulerConfig:
 
 
 class ManualOptimizer:
-    """What `self.optimizers()` returns in manual optimization: `.step()` goes through the precision
-    (grad scaling) and counts a global step."""
+    """What `self.optimizers()` returns in manual optimization: a torch Optimizer's interface whose
+    `.step()` goes through the precision (grad scaling), the step hooks, and counts a global step."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, trainer: Any):
-        self.optimizer, self._trainer = optimizer, trainer
+    def __init__(self, optimizer: torch.optim.Optimizer, optimization: Any):
+        self.optimizer, self._optimization = optimizer, optimization
 
     def step(self, closure: Any = None) -> None:
-        trainer = self._trainer
-        trainer._precision.unscale(self.optimizer)
-        model = trainer.lightning_module
-        trainer._callbacks.on_before_optimizer_step(trainer, model, self.optimizer)
-        model.on_before_optimizer_step(self.optimizer)
-        trainer._precision.step(self.optimizer, closure)
-        trainer._count_step()
+        self._optimization.manual_step(self.optimizer, closure)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.optimizer, name)
-
 
 
 def parse_optimizers(result: Any, model_name: str) -> tuple[list[torch.optim.Optimizer], list[LRSchedulerConfig]]:

@@ -1,9 +1,11 @@
-"""seed_everything: one call seeds python, numpy and torch (and the data order of every fit)."""
+"""seed_everything: one call seeds python, numpy and torch (and the data order of every fit); the states of
+every random generator, saved in checkpoints and put back on resume."""
 
 from __future__ import annotations
 
 import os
 import random
+from typing import Any, Mapping
 
 import torch
 
@@ -44,3 +46,34 @@ def current_seed() -> int | None:
     """The seed of the last seed_everything call (in this process or its parent), or None."""
     value = os.environ.get(_SEED_ENV)
     return int(value) if value is not None else None
+
+
+def rng_states() -> dict[str, Any]:
+    """The states of every random generator a training step may draw from."""
+    states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        states["numpy"] = {"keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                           "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    except ImportError:
+        pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    """Put back what `rng_states` returned."""
+    python = states["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    torch.set_rng_state(states["torch"])
+    if "numpy" in states:
+        import numpy as np
+
+        n = states["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -24,8 +24,9 @@ class FitState:
         batches_done: training batches of the current epoch already trained (0 at an epoch's start).
         epoch_finished: the current epoch's batches are all done (its end hooks may still be running).
         validated_at: `batches_done` when validation last ran in this epoch (-1: not yet this epoch).
-        validation_done: the validation at `validated_at` ran to its end (its callbacks saw it), so a
-            checkpoint written inside it resumes after it, never running it twice.
+            It is set when that validation's metrics are complete, before `on_validation_end`, so a
+            checkpoint written there resumes after the validation instead of running it twice.
+        total_batches: training batches trained since the fit began (counts across epochs).
         data_seed: the seed of the training data order (the order of epoch e is a function of
             (data_seed, e)).
         should_stop: a callback or the loop asked the fit to stop.
@@ -40,7 +41,7 @@ class FitState:
     batches_done: int = 0
     epoch_finished: bool = False
     validated_at: int = -1
-    validation_done: bool = False
+    total_batches: int = 0
     data_seed: int = 0
     should_stop: bool = False
     stepped: bool = False
@@ -48,7 +49,7 @@ class FitState:
 
     def start_epoch(self) -> None:
         """Reset the per-epoch counters (the epoch number is advanced by `next_epoch`)."""
-        self.batches_done, self.epoch_finished, self.validated_at, self.validation_done = 0, False, -1, False
+        self.batches_done, self.epoch_finished, self.validated_at = 0, False, -1
 
     def next_epoch(self) -> None:
         self.epoch += 1

@@ -1,65 +1,48 @@
 """Trainer: fit, validate, test and predict a Module.
 
-The fit loop is `Trainer._fit` -> `_train_epoch` -> `_train_batch`; each reads top to bottom and calls
-the hooks by name. Helpers decide what happens (checkpoint contents, scheduler stepping); the loops
-decide when. The order of the hooks is the table in docs/hooks.md.
+This file holds the entry points and the fit loop, read top to bottom: `fit` -> `_fit` -> `_train_epoch`
+-> `_train_batch`. The loops decide *when*; what happens is decided elsewhere, each in one place:
+`schedule.py` (when to validate, step, stop), `optimization.py` (backward, steps, schedulers),
+`evaluation.py` (validation, test and predict loops), `data.py` (loaders, batch transfer),
+`checkpoint.py` (the checkpoint's named parts), `arguments.py` (argument checks), `state.py` (the loop
+state). The order of the hooks is the table in docs/hooks.md.
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
+import logging
 import math
 import os
 import time
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 
-from ember import __version__
+from ember import __version__, schedule
+from ember.arguments import (build_callbacks, build_loggers, check_int, check_limit, ordered_callbacks, as_list,
+                             parse_max_time, unknown_argument_message)
 from ember.callbacks.base import Callback, CallbackList
-from ember.checkpoint import (LIGHTNING_VERSION_KEY, LIGHTNING_VERSION_VALUE, CheckpointError, load_checkpoint,
-                              load_weights, rng_states, save_checkpoint, set_rng_states, to_plain)
-from ember.data import (DataModule, as_loader_list, loader_length, make_resumable, private_generator,
-                        warn_not_resumable)
+from ember.checkpoint import (LIGHTNING_VERSION_KEY, LIGHTNING_VERSION_VALUE, CheckpointError, Part, gather,
+                              load_checkpoint, load_weights, restore, save_checkpoint, to_plain,
+                              unique_state_keys)
+from ember.data import DataConnector, DataModule
+from ember.evaluation import EvalContext, evaluation_loop, predict_loop, print_results
+from ember.interrupts import GracefulInterrupt
 from ember.logs import LogCollector
 from ember.module import Module
-from ember.optimizers import LRSchedulerConfig, ManualOptimizer, parse_optimizers
+from ember.optimization import Optimization, check_step_output
 from ember.precision import Precision, parse_precision
+from ember.seed import rng_states, set_rng_states
 from ember.state import FitState
 from ember.strategies import Strategy, select_strategy
 
-# Lightning 1.x arguments that 2.x removed, and what replaced them.
-REMOVED_ARGUMENTS = {
-    "gpus": "accelerator='gpu', devices=N",
-    "tpu_cores": "accelerator='tpu', devices=N",
-    "num_processes": "devices=N",
-    "resume_from_checkpoint": "trainer.fit(model, ckpt_path=...)",
-    "auto_lr_find": "ember.tuner.Tuner(trainer).lr_find(model)",
-    "auto_scale_batch_size": "ember.tuner.Tuner(trainer).scale_batch_size(model)",
-    "auto_select_gpus": "devices=N (free devices are chosen by CUDA_VISIBLE_DEVICES)",
-    "checkpoint_callback": "enable_checkpointing",
-    "weights_summary": "enable_model_summary",
-    "progress_bar_refresh_rate": "enable_progress_bar (and the progress bar callback's refresh_rate)",
-    "flush_logs_every_n_steps": "the logger's own flush argument",
-    "terminate_on_nan": "detect_anomaly=True",
-    "replace_sampler_ddp": "use_distributed_sampler",
-    "weights_save_path": "default_root_dir, or ModelCheckpoint(dirpath=...)",
-    "stochastic_weight_avg": "a StochasticWeightAveraging callback",
-    "track_grad_norm": "a callback that logs the grad norm in on_before_optimizer_step",
-    "amp_backend": "precision='16-mixed'",
-    "amp_level": "precision='16-mixed'",
-    "move_metrics_to_cpu": "nothing: metrics stay where they are computed",
-    "multiple_trainloader_mode": "a CombinedLoader in your DataModule",
-    "reload_dataloaders_every_epoch": "reload_dataloaders_every_n_epochs=1",
-    "prepare_data_per_node": "DataModule.prepare_data_per_node",
-    "truncated_bptt_steps": "manual optimization",
-    "log_gpu_memory": "a DeviceStatsMonitor callback",
-    "process_position": "the progress bar callback",
-}
+log = logging.getLogger("ember")
+
+# Trainer arguments a checkpoint records, so that a resume says which value wins when they differ.
+RECORDED_ARGUMENTS = ("max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
+                      "check_val_every_n_epoch", "limit_train_batches")
 
 
 class Trainer:
@@ -112,7 +95,8 @@ class Trainer:
         **unknown: Any,
     ) -> None:
         if unknown:
-            raise TypeError(_unknown_argument_message(unknown))
+            valid = [p for p in inspect.signature(Trainer.__init__).parameters if p not in ("self", "unknown")]
+            raise TypeError(unknown_argument_message(unknown, valid))
         self.strategy: Strategy = select_strategy(strategy, accelerator, devices)
         self.precision = parse_precision(precision)
         self._precision = Precision(self.precision, self.strategy.root_device.type)
@@ -128,26 +112,30 @@ class Trainer:
             max_steps, max_epochs, num_sanity_val_steps, val_check_interval = fast_dev_run, 1, 0, 1.0
             logger = False
 
-        self.max_steps = _check_int("max_steps", max_steps, minimum=-1)
+        self.max_steps = check_int("max_steps", max_steps, minimum=-1)
         if max_epochs is None:
             max_epochs = 1000 if max_steps == -1 and max_time is None else -1
-        self.max_epochs = _check_int("max_epochs", max_epochs, minimum=-1)
-        self.min_epochs = _check_int("min_epochs", min_epochs or 0, minimum=0)
-        self.min_steps = _check_int("min_steps", min_steps or 0, minimum=0)
-        self.max_time = _parse_max_time(max_time)
-        self.limit_train_batches = _check_limit("limit_train_batches", limit_train_batches)
-        self.limit_val_batches = _check_limit("limit_val_batches", limit_val_batches)
-        self.limit_test_batches = _check_limit("limit_test_batches", limit_test_batches)
-        self.limit_predict_batches = _check_limit("limit_predict_batches", limit_predict_batches)
-        self.val_check_interval = _check_limit("val_check_interval", val_check_interval)
+        self.max_epochs = check_int("max_epochs", max_epochs, minimum=-1)
+        self.min_epochs = check_int("min_epochs", min_epochs or 0, minimum=0)
+        self.min_steps = check_int("min_steps", min_steps or 0, minimum=0)
+        self.max_time = parse_max_time(max_time)
+        self.limit_train_batches = check_limit("limit_train_batches", limit_train_batches)
+        self.limit_val_batches = check_limit("limit_val_batches", limit_val_batches)
+        self.limit_test_batches = check_limit("limit_test_batches", limit_test_batches)
+        self.limit_predict_batches = check_limit("limit_predict_batches", limit_predict_batches)
+        self.val_check_interval = check_limit("val_check_interval", val_check_interval)
         if check_val_every_n_epoch is not None:
-            _check_int("check_val_every_n_epoch", check_val_every_n_epoch, minimum=1)
+            check_int("check_val_every_n_epoch", check_val_every_n_epoch, minimum=1)
+        elif not isinstance(self.val_check_interval, int):
+            raise ValueError(f"Trainer(check_val_every_n_epoch=None) counts validation by batches across epochs, "
+                             f"so val_check_interval must be an int number of batches, not "
+                             f"{self.val_check_interval!r}.")
         self.check_val_every_n_epoch = check_val_every_n_epoch
-        self.num_sanity_val_steps = _check_int("num_sanity_val_steps",
-                                               2 if num_sanity_val_steps is None else num_sanity_val_steps, -1)
-        self.log_every_n_steps = _check_int("log_every_n_steps", 50 if log_every_n_steps is None
-                                            else log_every_n_steps, minimum=1)
-        self.accumulate_grad_batches = _check_int("accumulate_grad_batches", accumulate_grad_batches, minimum=1)
+        self.num_sanity_val_steps = check_int("num_sanity_val_steps",
+                                              2 if num_sanity_val_steps is None else num_sanity_val_steps, -1)
+        self.log_every_n_steps = check_int("log_every_n_steps", 50 if log_every_n_steps is None
+                                           else log_every_n_steps, minimum=1)
+        self.accumulate_grad_batches = check_int("accumulate_grad_batches", accumulate_grad_batches, minimum=1)
         if gradient_clip_algorithm not in (None, "norm", "value"):
             raise ValueError(f"Trainer(gradient_clip_algorithm={gradient_clip_algorithm!r}): expected 'norm' or "
                              "'value'.")
@@ -161,28 +149,28 @@ class Trainer:
         self.use_distributed_sampler = use_distributed_sampler
         self.detect_anomaly = detect_anomaly
         self.barebones = barebones
-        self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
+        self.reload_dataloaders_every_n_epochs = check_int("reload_dataloaders_every_n_epochs",
+                                                           reload_dataloaders_every_n_epochs, minimum=0)
         self.num_nodes = num_nodes
 
         if barebones:
             logger, enable_checkpointing, enable_progress_bar, enable_model_summary = False, False, False, False
-        self.loggers = _build_loggers(logger, self.default_root_dir)
-        self.callbacks = _build_callbacks(callbacks, enable_checkpointing, enable_progress_bar,
-                                          enable_model_summary)
+        self.loggers = build_loggers(logger, self.default_root_dir)
+        self.callbacks = build_callbacks(callbacks, enable_checkpointing, enable_progress_bar,
+                                         enable_model_summary)
 
         self.fit_state = FitState()  # every loop counter; saved whole in every checkpoint
-
         self.state: str | None = None  # 'fit', 'validate', 'test', 'predict' while running
         self.sanity_checking = False
         self.training = False
+        self.interrupted = False  # the last fit stopped on Ctrl-C / SIGTERM
         self.lightning_module: Module | None = None
         self.datamodule: DataModule | None = None
-        self.optimizers: list[torch.optim.Optimizer] = []
-        self.lr_scheduler_configs: list[LRSchedulerConfig] = []
-        self._manual_optimizers: list[ManualOptimizer] = []
+        self.optimization: Optimization | None = None  # the optimizers and steps of the current fit
         self._callbacks = CallbackList()
-        self._logs = LogCollector()
-        self._logs.reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
+        self.log_collector = LogCollector()  # what self.log records; the Module logs through it
+        self.log_collector.reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
+        self._data = DataConnector(self, self._precision, Module)
         self.train_dataloader: Any = None
         self.val_dataloaders: list[Any] = []
         self.test_dataloaders: list[Any] = []
@@ -193,8 +181,7 @@ class Trainer:
         self.num_predict_batches: list[float] = []
         self._val_every = math.inf
         self._start_time = 0.0
-        self._train_resumable = True
-        self._batches_as_they_come = False
+        self._warned_no_step = False
         self.ckpt_path: str | None = None  # the checkpoint the last stage loaded
 
     # --- what callbacks and users read -----------------------------------------------------------
@@ -203,17 +190,9 @@ class Trainer:
     def current_epoch(self) -> int:
         return self.fit_state.epoch
 
-    @current_epoch.setter
-    def current_epoch(self, value: int) -> None:
-        self.fit_state.epoch = value
-
     @property
     def global_step(self) -> int:
         return self.fit_state.global_step
-
-    @global_step.setter
-    def global_step(self, value: int) -> None:
-        self.fit_state.global_step = value
 
     @property
     def should_stop(self) -> bool:
@@ -233,19 +212,38 @@ class Trainer:
     @property
     def enable_validation(self) -> bool:
         """Whether fit validates: the Module has a validation_step and there are validation batches."""
-        return self._validation_enabled()
+        model = self.lightning_module
+        step = getattr(model, "validation_step", None)
+        overridden = step is not None and getattr(type(model), "validation_step", None) is not Module.validation_step
+        return overridden and bool(self.val_dataloaders) and any(n > 0 for n in self.num_val_batches)
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return self.optimization.optimizers if self.optimization is not None else []
+
+    @optimizers.setter
+    def optimizers(self, value: list[torch.optim.Optimizer]) -> None:
+        self.optimization.optimizers = list(value)
+
+    @property
+    def lr_scheduler_configs(self) -> list[Any]:
+        return self.optimization.lr_scheduler_configs if self.optimization is not None else []
+
+    @lr_scheduler_configs.setter
+    def lr_scheduler_configs(self, value: list[Any]) -> None:
+        self.optimization.lr_scheduler_configs = list(value)
 
     @property
     def callback_metrics(self) -> dict[str, torch.Tensor]:
-        return self._logs.callback_metrics
+        return self.log_collector.callback_metrics
 
     @property
     def logged_metrics(self) -> dict[str, torch.Tensor]:
-        return self._logs.logged_metrics
+        return self.log_collector.logged_metrics
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
-        return self._logs.progress_bar_metrics
+        return self.log_collector.progress_bar_metrics
 
     @property
     def logger(self) -> Any:
@@ -296,6 +294,10 @@ class Trainer:
         return self.strategy.local_rank
 
     @property
+    def node_rank(self) -> int:
+        return getattr(self.strategy, "node_rank", 0)
+
+    @property
     def world_size(self) -> int:
         return self.strategy.world_size
 
@@ -306,6 +308,23 @@ class Trainer:
     @property
     def device(self) -> torch.device:
         return self.strategy.root_device
+
+    @property
+    def root_device(self) -> torch.device:
+        return self.strategy.root_device
+
+    @property
+    def accelerator(self) -> str:
+        """'cpu', 'cuda' or 'mps': the kind of device this Trainer runs on."""
+        return self.strategy.root_device.type
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.device_ids)
+
+    @property
+    def device_ids(self) -> list[int]:
+        return getattr(self.strategy, "device_ids", None) or [self.strategy.root_device.index or 0]
 
     @property
     def estimated_stepping_batches(self) -> float:
@@ -332,18 +351,20 @@ class Trainer:
         self._run("fit", model, datamodule, lambda: self._fit(train_dataloaders, val_dataloaders, ckpt_path))
 
     def _fit(self, train_dataloaders: Any, val_dataloaders: Any, ckpt_path: Any) -> None:
-        model, callbacks = self.lightning_module, self._callbacks
+        model, callbacks, state = self.lightning_module, self._callbacks, self.fit_state
+        self.interrupted = False
         # the checkpoint is read first: it names the logger run that a resumed fit continues
         checkpoint = self._read_checkpoint_for_fit(ckpt_path)
         if checkpoint is not None:
-            self._restore_logger_identity(checkpoint)
+            restore(self._early_parts(), checkpoint, f"The checkpoint {self.ckpt_path!r}")
         self._setup_stage("fit")
-        self.fit_state.data_seed = _draw_seed() if checkpoint is None else checkpoint["loops"]["data_seed"]
+        state.data_seed = _draw_seed() if checkpoint is None else state.data_seed
         self._connect_train_data(train_dataloaders)
         self._connect_eval_data("validate", val_dataloaders)
-        self._configure_optimizers()
+        self.optimization = Optimization(self, callbacks, self.log_collector, self._precision, state)
+        self.optimization.configure()
         if checkpoint is not None:
-            self._restore(checkpoint, ckpt_path)
+            self._restore(checkpoint)
         self._log_hyperparams()
         self._start_time = time.monotonic()
 
@@ -352,10 +373,17 @@ class Trainer:
         if checkpoint is None:
             self._sanity_check()
         self.training = True
-        callbacks.on_train_start(self, model)
-        model.on_train_start()
-        while not self._fit_done():
-            self._train_epoch()
+        with GracefulInterrupt() as interrupt:
+            self._interrupt = interrupt
+            with self.log_collector.in_hook("on_train_start"):
+                callbacks.on_train_start(self, model)
+                model.on_train_start()
+            while not self._fit_done():
+                self._train_epoch()
+                if interrupt.requested:
+                    self._stop_on_interrupt(interrupt.requested)
+                    return
+            state.finished = True
         self.training = False
         callbacks.on_train_end(self, model)
         model.on_train_end()
@@ -363,136 +391,133 @@ class Trainer:
         model.on_fit_end()
 
     def _train_epoch(self) -> None:
-        model, callbacks, logs = self.lightning_module, self._callbacks, self._logs
-        start = self.fit_state.batches_done  # > 0 only when resuming in the middle of an epoch
-        self.fit_state.epoch_finished = False
-        loader = self._train_loader_for_epoch(start)
+        model, callbacks, logs, state = self.lightning_module, self._callbacks, self.log_collector, self.fit_state
+        start = state.batches_done  # > 0 only when resuming in the middle of an epoch
+        if start == 0:
+            self._maybe_reload_dataloaders()
+        iterator = self._data.epoch_iterator(self.train_dataloader, state.epoch, start, state.data_seed)
+        steps_before = state.global_step
         logs.use("train")
         if start == 0:
             logs.reset_stage()
         model.train()
-        logs.hook = "on_train_epoch_start"
-        callbacks.on_train_epoch_start(self, model)
-        model.on_train_epoch_start()
+        with logs.in_hook("on_train_epoch_start"):
+            callbacks.on_train_epoch_start(self, model)
+            model.on_train_epoch_start()
 
-        if 0 < start and self.fit_state.validated_at != start and self._should_validate(start):
+        if start > 0 and state.validated_at != start and self._validation_due():
             # resumed from a checkpoint written after a batch but before the validation that followed it
             self._run_validation()
-            logs.use("train")
-        batch_idx = start - 1
-        for batch_idx, batch in enumerate(loader, start):
-            if batch_idx >= self.num_training_batches:
+        stopped = start > 0 and self._stop_mid_epoch()  # resumed after a stop was decided mid-epoch
+        batch_idx, exhausted = start - 1, False
+        while not stopped and batch_idx + 1 < self.num_training_batches:
+            batch = next(iterator, _END)
+            if batch is _END:
+                exhausted = True  # an iterable without a length ran out
                 break
+            batch_idx += 1
             self._train_batch(batch, batch_idx)
-            if self._should_validate(batch_idx + 1):
+            if self._validation_due():
                 self._run_validation()
-                logs.use("train")
-            if self._stop_mid_epoch():
-                break
-        self.fit_state.epoch_finished = batch_idx + 1 >= self.num_training_batches or self._loader_exhausted(batch_idx)
-        if self.fit_state.epoch_finished and self._val_every == math.inf and self._validation_enabled():
-            self._run_validation()  # an epoch of unknown length validates when it runs out
-            logs.use("train")
+            stopped = self._stop_mid_epoch() or self._interrupt.requested is not None
+        state.epoch_finished = batch_idx + 1 >= self.num_training_batches or exhausted
+        if exhausted:
+            self._end_unsized_epoch()
+        if self._interrupt.requested is not None and not state.epoch_finished:
+            return  # the checkpoint is written mid-epoch; the epoch's end hooks run when it resumes
 
-        logs.hook = "on_train_epoch_end"
-        model.on_train_epoch_end()
-        self._send_to_loggers(logs.end_epoch())  # before the callbacks, which may write a checkpoint
-        if self.fit_state.epoch_finished:
-            self._step_schedulers("epoch")
-        callbacks.on_train_epoch_end(self, model)
-        self._send_to_loggers(logs.end_epoch())  # what callbacks logged in on_train_epoch_end
-        logs.hook = None
-        if self.fit_state.epoch_finished:
-            self.current_epoch += 1
-            self.fit_state.batches_done, self.fit_state.epoch_finished, self.fit_state.validated_at = 0, False, -1
+        with logs.in_hook("on_train_epoch_end"):
+            model.on_train_epoch_end()
+            self._send_to_loggers(logs.end_epoch())  # before the callbacks, which may write a checkpoint
+            if state.epoch_finished:
+                self.optimization.step_schedulers("epoch")
+            callbacks.on_train_epoch_end(self, model)
+            self._send_to_loggers(logs.end_epoch())  # what callbacks logged in on_train_epoch_end
+        if state.epoch_finished:
+            self._warn_if_no_step(steps_before)
+            state.next_epoch()
         self.should_stop = self.strategy.reduce_bool(self.should_stop)
 
     def _train_batch(self, batch: Any, batch_idx: int) -> None:
-        model, callbacks, logs = self.lightning_module, self._callbacks, self._logs
-        batch = self._to_device(batch, 0)
+        model, callbacks, logs, state = self.lightning_module, self._callbacks, self.log_collector, self.fit_state
+        batch = self._data.to_device(batch, 0)
         logs.start_batch(batch)
-        self.fit_state.stepped = False
-        logs.hook = "on_train_batch_start"
-        callbacks.on_train_batch_start(self, model, batch, batch_idx)
-        model.on_train_batch_start(batch, batch_idx)
+        state.stepped = False
+        with logs.in_hook("on_train_batch_start"):
+            callbacks.on_train_batch_start(self, model, batch, batch_idx)
+            model.on_train_batch_start(batch, batch_idx)
         if model.automatic_optimization:
-            outputs = self._automatic_step(batch, batch_idx)
+            window_ends = schedule.accumulation_window_ends(batch_idx, self.accumulate_grad_batches,
+                                                            self.num_training_batches)
+            outputs = self.optimization.training_step(batch, batch_idx, window_ends)
         else:
-            logs.hook = "training_step"
-            with self._precision.forward_context():
+            with logs.in_hook("training_step"), self._precision.forward_context():
                 outputs = model.training_step(batch, batch_idx)
-            _check_step_output(outputs, manual=True)
-        self.fit_state.batches_done = batch_idx + 1
-        logs.hook = "on_train_batch_end"
-        callbacks.on_train_batch_end(self, model, outputs, batch, batch_idx)
-        model.on_train_batch_end(outputs, batch, batch_idx)
-        logs.hook = None
+            check_step_output(outputs, manual=True)
+        state.batches_done = batch_idx + 1
+        state.total_batches += 1
+        with logs.in_hook("on_train_batch_end"):
+            callbacks.on_train_batch_end(self, model, outputs, batch, batch_idx)
+            model.on_train_batch_end(outputs, batch, batch_idx)
         logs.batch = None  # let the batch's memory go before the next one is collated
         self._flush_step_logs()
+
+    def _end_unsized_epoch(self) -> None:
+        """An iterable without a length ran out: validate once, and step on a short last accumulation window."""
+        if self.optimization.model.automatic_optimization and self.optimization.holds_gradients():
+            self.optimization.optimizer_step(self.optimization.optimizers[0])
+            self._flush_step_logs()
+        if self.enable_validation and self._val_every == math.inf:
+            self._run_validation()
 
     def _flush_step_logs(self) -> None:
         """Send the step values to the loggers if this batch stepped on a `log_every_n_steps` boundary.
 
         Called after on_train_batch_end, and before a checkpoint is written in it, so that what the
         loggers hold is never behind the newest checkpoint."""
-        if self._flush_due:
-            self._flush_due = False
-            self._send_to_loggers(self._logs.pop_step_values(), step=self.global_step - 1)
+        if self.optimization is not None and self.optimization.flush_due:
+            self.optimization.flush_due = False
+            self._send_to_loggers(self.log_collector.pop_step_values(), step=self.global_step - 1)
 
-    def _automatic_step(self, batch: Any, batch_idx: int) -> Any:
-        model = self.lightning_module
-        optimizer = self.optimizers[0]
-        self._logs.hook = "training_step"
-        with self._precision.forward_context():
-            outputs = model.training_step(batch, batch_idx)
-        loss = _check_step_output(outputs, manual=False)
-        if loss is None:  # the user skipped this batch
-            return outputs
-        if self.detect_anomaly and not torch.isfinite(loss):  # note: a sync point, only with detect_anomaly
-            raise FloatingPointError(
-                f"training_step returned a loss of {loss.item()} at epoch {self.current_epoch}, batch "
-                f"{batch_idx} (global step {self.global_step}); detect_anomaly=True stops here. Check the "
-                "learning rate, the inputs of this batch, and log/exp/division in the loss.")
-        if self.accumulate_grad_batches > 1:
-            loss = loss / self.accumulate_grad_batches
-        self._backward(loss)
-        window_end = (batch_idx + 1) % self.accumulate_grad_batches == 0 or batch_idx + 1 == self.num_training_batches
-        if window_end:
-            self._optimizer_step(optimizer)
-        return outputs
+    def _warn_if_no_step(self, steps_before: int) -> None:
+        if (self.global_step == steps_before and self.fit_state.batches_done > 0 and not self._warned_no_step
+                and self.lightning_module.automatic_optimization):
+            self._warned_no_step = True
+            log.warning("Epoch %d ended without an optimizer step: training_step returned None for every batch "
+                        "(a None return skips the batch). Return the loss to train.", self.current_epoch)
 
-    def _backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        model, callbacks = self.lightning_module, self._callbacks
-        self._logs.hook = "on_before_backward"
-        callbacks.on_before_backward(self, model, loss)
-        model.on_before_backward(loss)
-        self._precision.backward(loss, *args, **kwargs)
-        self._logs.hook = "on_after_backward"
-        callbacks.on_after_backward(self, model)
-        model.on_after_backward()
+    def _stop_on_interrupt(self, signal_name: str) -> None:
+        """After Ctrl-C / SIGTERM: save where the fit is, and say how to continue."""
+        self.interrupted = True
+        self.training = False
+        callback = self.checkpoint_callback
+        if callback is None or callback.dirpath is None:
+            log.warning("Fit stopped on %s at epoch %d, step %d; no checkpoint was written (checkpointing is "
+                        "off).", signal_name, self.current_epoch, self.global_step)
+            return
+        path = os.path.join(callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
+        self.save_checkpoint(path)
+        log.warning("Fit stopped on %s at epoch %d, step %d. Saved %s; continue with "
+                    "trainer.fit(..., ckpt_path=%r).", signal_name, self.current_epoch, self.global_step, path,
+                    path)
 
-    def _optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Any = None) -> None:
-        model, callbacks = self.lightning_module, self._callbacks
-        self._precision.unscale(optimizer)
-        self._logs.hook = "on_before_optimizer_step"
-        callbacks.on_before_optimizer_step(self, model, optimizer)
-        model.on_before_optimizer_step(optimizer)
-        if self._clip_each_step:
-            model.configure_gradient_clipping(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
-        self._precision.step(optimizer, closure)
-        self._logs.hook = "on_before_zero_grad"
-        callbacks.on_before_zero_grad(self, model, optimizer)
-        model.on_before_zero_grad(optimizer)
-        optimizer.zero_grad(set_to_none=True)
-        self._count_step()
-        if model.automatic_optimization:
-            self._step_schedulers("step")
+    # --- when things happen (the rules are in schedule.py) ----------------------------------------
 
-    def _count_step(self) -> None:
-        """One optimizer step was taken (automatic, or `opt.step()` in manual optimization)."""
-        self.global_step += 1
-        self.fit_state.stepped = True
-        self._flush_due = self.global_step % self.log_every_n_steps == 0
+    def _validation_due(self) -> bool:
+        return self.enable_validation and schedule.validation_due(
+            self.fit_state, self._val_every, self.num_training_batches, self.check_val_every_n_epoch)
+
+    def _stop_mid_epoch(self) -> bool:
+        if self.max_time is not None and time.monotonic() - self._start_time >= self.max_time:
+            self.should_stop = True
+        return schedule.stop_mid_epoch(self.fit_state, self.max_steps, self.min_epochs, self.min_steps)
+
+    def _fit_done(self) -> bool:
+        state = self.fit_state
+        if schedule.fit_done(state, self.max_epochs, self.max_steps, self.min_epochs, self.min_steps):
+            return True
+        state.should_stop = False  # a stop asked for before min_epochs / min_steps: keep training
+        return self.num_training_batches == 0
 
     # --- validation, test, predict ---------------------------------------------------------------
 
@@ -523,83 +548,33 @@ class Trainer:
             self._setup_stage(stage)
             self._connect_eval_data(stage, dataloaders)
             self._load_weights_for_eval(ckpt_path)
-            results.extend(self._evaluation_loop(stage))
+            results.extend(evaluation_loop(self, stage, self._eval_context()))
             if verbose and self.is_global_zero:
-                _print_results(stage, results)
+                print_results(stage, results)
 
         self._run(stage, model, datamodule, run)
         return results
 
+    def _eval_context(self) -> EvalContext:
+        return EvalContext(self._callbacks, self.log_collector, self._precision, self._data.to_device,
+                           self._send_to_loggers)
+
     def _run_validation(self) -> None:
-        self._evaluation_loop("validate")
-        self.fit_state.validated_at = self.fit_state.batches_done
+        evaluation_loop(self, "validate", self._eval_context())
+        self.log_collector.use("train")
 
     def _sanity_check(self) -> None:
-        if not self._validation_enabled() or self.num_sanity_val_steps == 0:
+        if not self.enable_validation or self.num_sanity_val_steps == 0:
             return
-        model, callbacks = self.lightning_module, self._callbacks
+        model, callbacks, logs = self.lightning_module, self._callbacks, self.log_collector
         rng = rng_states()  # the sanity check never changes what training draws
         self.sanity_checking = True
         callbacks.on_sanity_check_start(self, model)
-        self._evaluation_loop("validate")
+        evaluation_loop(self, "validate", self._eval_context())
         callbacks.on_sanity_check_end(self, model)
         self.sanity_checking = False
-        self._logs.callback_metrics.clear()
-        self._logs.logged_metrics.clear()
-        self._logs._prog_bar.clear()
+        logs.clear_metrics()
         set_rng_states(rng)
-
-    def _evaluation_loop(self, stage: str) -> list[dict[str, float]]:
-        """One pass over the validation or test dataloaders; returns epoch metrics per dataloader."""
-        model, callbacks, logs = self.lightning_module, self._callbacks, self._logs
-        hooks = _EvalHooks(stage, callbacks, model)
-        loaders = self.val_dataloaders if stage == "validate" else self.test_dataloaders
-        limits = self.num_val_batches if stage == "validate" else self.num_test_batches
-        if self.sanity_checking:
-            limits = [min(n, self.num_sanity_val_steps if self.num_sanity_val_steps >= 0 else math.inf)
-                      for n in limits]
-        was_training = model.training
-        model.eval()
-        logs.use("eval")
-        logs.reset_stage()
-        logs.hook = hooks.names.start
-        hooks.start(self, model)
-        hooks.model_start()
-        logs.hook = hooks.names.epoch_start
-        hooks.epoch_start(self, model)
-        hooks.model_epoch_start()
-        several = len(loaders) > 1
-        with torch.inference_mode() if self.inference_mode else torch.no_grad():
-            for dataloader_idx, loader in enumerate(loaders):
-                logs.dataloader_idx = dataloader_idx if several else None
-                for batch_idx, batch in enumerate(loader):
-                    if batch_idx >= limits[dataloader_idx]:
-                        break
-                    batch = self._to_device(batch, dataloader_idx)
-                    logs.start_batch(batch)
-                    extra = (dataloader_idx,) if several else ()
-                    logs.hook = hooks.names.batch_start
-                    hooks.batch_start(self, model, batch, batch_idx, *extra)
-                    hooks.model_batch_start(batch, batch_idx, *extra)
-                    logs.hook = hooks.names.step
-                    with self._precision.forward_context():
-                        outputs = hooks.step(batch, batch_idx, *extra)
-                    logs.hook = hooks.names.batch_end
-                    hooks.batch_end(self, model, outputs, batch, batch_idx, *extra)
-                    hooks.model_batch_end(outputs, batch, batch_idx, *extra)
-            logs.dataloader_idx = None
-            logs.hook = hooks.names.epoch_end
-            hooks.epoch_end(self, model)
-            hooks.model_epoch_end()
-        metrics = logs.end_epoch()
-        if not self.sanity_checking:
-            self._send_to_loggers(metrics)
-        logs.hook = hooks.names.end
-        hooks.end(self, model)
-        hooks.model_end()
-        logs.hook = None
-        model.train(was_training)
-        return _split_by_dataloader(metrics, len(loaders))
 
     def predict(self, model: Module | None = None, dataloaders: Any = None, datamodule: DataModule | None = None,
                 return_predictions: bool | None = None, ckpt_path: Any = None) -> list[Any] | None:
@@ -616,44 +591,12 @@ class Trainer:
             self._setup_stage("predict")
             self._connect_eval_data("predict", dataloaders)
             self._load_weights_for_eval(ckpt_path)
-            results.extend(self._predict_loop(keep))
+            results.extend(predict_loop(self, keep, self._eval_context()))
 
         self._run("predict", model, datamodule, run)
         if not keep:
             return None
         return results[0] if len(results) == 1 else results
-
-    def _predict_loop(self, keep: bool) -> list[list[Any]]:
-        model, callbacks = self.lightning_module, self._callbacks
-        model.eval()
-        callbacks.on_predict_start(self, model)
-        model.on_predict_start()
-        callbacks.on_predict_epoch_start(self, model)
-        model.on_predict_epoch_start()
-        several = len(self.predict_dataloaders) > 1
-        outputs_per_loader: list[list[Any]] = []
-        with torch.inference_mode() if self.inference_mode else torch.no_grad():
-            for dataloader_idx, loader in enumerate(self.predict_dataloaders):
-                outputs: list[Any] = []
-                for batch_idx, batch in enumerate(loader):
-                    if batch_idx >= self.num_predict_batches[dataloader_idx]:
-                        break
-                    batch = self._to_device(batch, dataloader_idx)
-                    extra = (dataloader_idx,) if several else ()
-                    callbacks.on_predict_batch_start(self, model, batch, batch_idx, *extra)
-                    model.on_predict_batch_start(batch, batch_idx, *extra)
-                    with self._precision.forward_context():
-                        output = model.predict_step(batch, batch_idx, *extra)
-                    callbacks.on_predict_batch_end(self, model, output, batch, batch_idx, *extra)
-                    model.on_predict_batch_end(output, batch, batch_idx, *extra)
-                    if keep:
-                        outputs.append(output)
-                outputs_per_loader.append(outputs)
-        callbacks.on_predict_epoch_end(self, model)
-        model.on_predict_epoch_end()
-        callbacks.on_predict_end(self, model)
-        model.on_predict_end()
-        return outputs_per_loader
 
     # --- checkpoints -----------------------------------------------------------------------------
 
@@ -664,24 +607,14 @@ class Trainer:
         Example:
             >>> trainer.save_checkpoint("runs/manual.ckpt")
         """
-        if self.lightning_module is None:
+        model = self.lightning_module
+        if model is None:
             raise RuntimeError("trainer.save_checkpoint() needs a model: call it during or after fit/validate/"
                                "test/predict.")
-        checkpoint = self._checkpoint_dict(weights_only)
-        if self.state == "fit":
-            # the loggers' files first: after a kill, what was logged is never behind the checkpoint
-            self._flush_step_logs()
-            for logger in self.loggers:
-                logger.save()
-        if self.is_global_zero:
-            save_checkpoint(checkpoint, filepath)
-        self.strategy.barrier("save_checkpoint")
-
-    def _checkpoint_dict(self, weights_only: bool) -> dict[str, Any]:
-        model = self.lightning_module
         checkpoint: dict[str, Any] = {
             "ember_version": __version__,
             LIGHTNING_VERSION_KEY: LIGHTNING_VERSION_VALUE,
+            # Lightning's keys, for its loader and for inspection; a resume reads `loops`
             "epoch": self.current_epoch,
             "global_step": self.global_step,
             "state_dict": model.state_dict(),
@@ -691,24 +624,86 @@ class Trainer:
             checkpoint["hparams_name"] = model._hparams_name
         if self.datamodule is not None and self.datamodule.hparams:
             checkpoint["datamodule_hyper_parameters"] = dict(self.datamodule.hparams)
-        if not weights_only:
-            checkpoint.update(
-                loops=self.fit_state.state_dict(),
-                optimizers={str(i): {"class": type(o).__name__, "state": o.state_dict()}
-                            for i, o in enumerate(self.optimizers)},
-                lr_schedulers={str(i): {"class": type(c.scheduler).__name__, "state": c.scheduler.state_dict()}
-                               for i, c in enumerate(self.lr_scheduler_configs)},
-                precision=self._precision.state_dict(),
-                callbacks={c.state_key: c.state_dict() for c in self._all_callbacks()},
-                logs=self._logs.state_dict(model),
-                loggers={str(i): lg.state_dict() for i, lg in enumerate(self.loggers)},
-                datamodule=self.datamodule.state_dict() if self.datamodule is not None else {},
-                rng=rng_states(),
-            )
+        if not weights_only and self.optimization is not None:
+            checkpoint.update(gather(self._early_parts()))
+            checkpoint.update(gather(self._parts()))
         self._callbacks.on_save_checkpoint(self, model, checkpoint)
         model.on_save_checkpoint(checkpoint)
         checkpoint["hyper_parameters"] = to_plain(checkpoint["hyper_parameters"])
-        return checkpoint
+        if self.state == "fit":
+            # the loggers' files first: after a kill, what was logged is never behind the checkpoint
+            self._flush_step_logs()
+            for logger in self.loggers:
+                logger.save()
+        if self.is_global_zero:
+            save_checkpoint(checkpoint, filepath)
+        self.strategy.barrier("save_checkpoint")
+
+    def _early_parts(self) -> dict[str, Part]:
+        """The parts restored before setup: where the loop is, and which logger run it continues."""
+        return {
+            "loops": Part(self.fit_state.state_dict, self.fit_state.load_state_dict),
+            "loggers": Part(lambda: {str(i): lg.state_dict() for i, lg in enumerate(self.loggers)},
+                            self._load_logger_identity, required=False),
+        }
+
+    def _parts(self) -> dict[str, Part]:
+        """Every other stateful part of a run, restored after `configure_optimizers`, in this order.
+
+        Adding state to checkpoints means adding a part here: `save_checkpoint` and `fit(ckpt_path=...)`
+        both go through this table (docs/checkpoint.md lists it, checked by tests/test_checkpoint_format.py).
+        """
+        optimization, model = self.optimization, self.lightning_module
+        return {
+            "state_dict": Part(model.state_dict, lambda s: load_weights(model, s, source=f"the checkpoint "
+                                                                                     f"{self.ckpt_path!r}")),
+            "optimizers": Part(lambda: _numbered(optimization.optimizers),
+                               lambda s: _load_numbered("optimizers", s, optimization.optimizers, self.ckpt_path)),
+            "lr_schedulers": Part(lambda: _numbered([c.scheduler for c in optimization.lr_scheduler_configs]),
+                                  lambda s: _load_numbered("lr_schedulers", s, [c.scheduler for c in
+                                                           optimization.lr_scheduler_configs], self.ckpt_path)),
+            "gradients": Part(optimization.gradients_state, optimization.load_gradients_state, required=False),
+            "precision": Part(self._precision.state_dict, self._precision.load_state_dict, required=False),
+            "callbacks": Part(self._callback_states, self._load_callback_states),
+            "datamodule": Part(lambda: self.datamodule.state_dict() if self.datamodule is not None else {},
+                               lambda s: self.datamodule.load_state_dict(s) if self.datamodule is not None else None,
+                               required=False),
+            "logs": Part(lambda: self.log_collector.state_dict(model),
+                         lambda s: self.log_collector.load_state_dict(s, model)),
+            "trainer": Part(lambda: {name: getattr(self, name) for name in RECORDED_ARGUMENTS},
+                            self._compare_arguments, required=False),
+            "rng": Part(rng_states, set_rng_states),  # last: nothing after it may draw random numbers
+        }
+
+    def _callback_states(self) -> dict[str, Any]:
+        callbacks = self._all_callbacks()
+        keys = unique_state_keys([c.state_key for c in callbacks])
+        return {key: c.state_dict() for key, c in zip(keys, callbacks)}
+
+    def _load_callback_states(self, saved: Mapping[str, Any]) -> None:
+        callbacks = list(self._callbacks)
+        for key, callback in zip(unique_state_keys([c.state_key for c in callbacks]), callbacks):
+            if key in saved:
+                callback.load_state_dict(saved[key])
+
+    def _load_logger_identity(self, saved: Mapping[str, Any]) -> None:
+        for i, logger in enumerate(self.loggers):
+            if str(i) in saved:
+                logger.load_state_dict(saved[str(i)])
+
+    def _compare_arguments(self, saved: Mapping[str, Any]) -> None:
+        """Say, one line each, where this Trainer's arguments differ from those of the checkpoint's run."""
+        for name in RECORDED_ARGUMENTS:
+            if name in saved and saved[name] != getattr(self, name):
+                log.warning("Resume: %s was %r in the checkpoint's run and is %r in this Trainer; this Trainer's "
+                            "value wins.", name, saved[name], getattr(self, name))
+        for config in self.lr_scheduler_configs:
+            total = getattr(config.scheduler, "total_steps", None)
+            if isinstance(total, int) and self.estimated_stepping_batches not in (math.inf,) and \
+                    total < self.estimated_stepping_batches:
+                log.warning("Resume: %s was built for %d steps and this fit takes %d; it raises once its steps run "
+                            "out. Build it from self.trainer.estimated_stepping_batches.",
+                            type(config.scheduler).__name__, total, self.estimated_stepping_batches)
 
     def _read_checkpoint_for_fit(self, ckpt_path: Any) -> dict[str, Any] | None:
         if ckpt_path is None:
@@ -716,13 +711,18 @@ class Trainer:
         if ckpt_path == "last":
             found = self._find_last_checkpoint()
             if found is None:
-                print(f"ckpt_path='last': no last checkpoint under {self.default_root_dir!r}; starting from "
-                      "scratch.")
+                log.warning("fit(ckpt_path='last'): no checkpoint of this run in %s; starting fresh.",
+                            ", ".join(self._last_checkpoint_folders()) or repr(self.default_root_dir))
                 return None
             ckpt_path = found
         elif ckpt_path in ("best", "hpc"):
             raise ValueError(f"fit(ckpt_path={ckpt_path!r}) is not supported; pass 'last' or a path.")
         checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
+        if "loops" in checkpoint and "ember_version" not in checkpoint:
+            raise CheckpointError(
+                f"{str(ckpt_path)!r} was written by Lightning: its weights load into ember, but its loop state "
+                "does not, so fit cannot resume from it exactly. Load the weights with "
+                "Module.load_from_checkpoint(path) and call fit without ckpt_path.")
         if "loops" not in checkpoint:
             raise CheckpointError(
                 f"{str(ckpt_path)!r} holds weights only (saved with save_weights_only=True or by another "
@@ -731,49 +731,47 @@ class Trainer:
         self.ckpt_path = str(ckpt_path)
         return checkpoint
 
+    def _last_checkpoint_folders(self) -> list[str]:
+        """Where this run's checkpoints are: the folders given to its ModelCheckpoints, else the
+        checkpoint folders of its logger's versions (newest first), else `<default_root_dir>/checkpoints`."""
+        callbacks = self.checkpoint_callbacks
+        given = [c.dirpath for c in callbacks if c.dirpath is not None]
+        if given:
+            return given
+        if self.loggers:
+            return [os.path.join(folder, "checkpoints") for folder in self.loggers[0].run_folders()]
+        return [os.path.join(self.default_root_dir, "checkpoints")]
+
     def _find_last_checkpoint(self) -> str | None:
-        """The newest `last*.ckpt` of this run (checkpoint folders, then under default_root_dir), else the
-        newest checkpoint in the checkpoint folders."""
-        folders = [Path(c.dirpath) for c in self._all_callbacks() if getattr(c, "dirpath", None)]
-        for pattern, places in (("last*.ckpt", folders + [Path(self.default_root_dir)]), ("*.ckpt", folders)):
-            found = [p for folder in places if folder.is_dir() for p in folder.rglob(pattern) if p.is_file()]
-            if found:
-                return str(max(found, key=lambda p: p.stat().st_mtime_ns))
+        """The newest `last*.ckpt` of this run, else its newest checkpoint; never one of another run."""
+        for folder in self._last_checkpoint_folders():
+            path = Path(folder)
+            if not path.is_dir():
+                continue
+            for pattern in ("last*.ckpt", "*.ckpt"):
+                found = [p for p in path.glob(pattern) if p.is_file()]
+                if found:
+                    return str(max(found, key=lambda p: p.stat().st_mtime_ns))
         return None
 
-    def _restore_logger_identity(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("loggers", {})
-        for i, logger in enumerate(self.loggers):
-            if str(i) in saved:
-                logger.load_state_dict(saved[str(i)])
-
-    def _restore(self, checkpoint: dict[str, Any], ckpt_path: Any) -> None:
-        model = self.lightning_module
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        model, state = self.lightning_module, self.fit_state
         model.on_load_checkpoint(checkpoint)
         self._callbacks.on_load_checkpoint(self, model, checkpoint)
-        load_weights(model, checkpoint["state_dict"], source=f"the checkpoint {str(ckpt_path)!r}")
-        _load_numbered("optimizers", checkpoint["optimizers"], self.optimizers, ckpt_path)
-        _load_numbered("lr_schedulers", checkpoint["lr_schedulers"],
-                       [c.scheduler for c in self.lr_scheduler_configs], ckpt_path)
-        self._precision.load_state_dict(checkpoint.get("precision", {}))
-        saved_callbacks = checkpoint.get("callbacks", {})
-        for callback in self._callbacks:
-            if callback.state_key in saved_callbacks:
-                callback.load_state_dict(saved_callbacks[callback.state_key])
-        if self.datamodule is not None:
-            self.datamodule.load_state_dict(checkpoint.get("datamodule", {}))
-        loops = checkpoint["loops"]
-        self.current_epoch, self.global_step = loops["epoch"], loops["global_step"]
-        self.fit_state.batches_done, self.fit_state.validated_at = loops["batches_done"], loops.get("validated_at", -1)
-        if loops["epoch_finished"]:
-            self.current_epoch, self.fit_state.batches_done, self.fit_state.validated_at = self.current_epoch + 1, 0, -1
-        elif self.fit_state.batches_done > 0:
-            self._logs.load_state_dict(checkpoint["logs"], model)
-            if not self._train_resumable:
-                warn_not_resumable(self.train_dataloader)
+        restore(self._parts(), checkpoint, f"The checkpoint {self.ckpt_path!r}")
+        if state.epoch_finished:  # written at the end of an epoch, after its last batch
+            state.next_epoch()
+        elif state.batches_done > 0:
+            self._data.check_resume(self.train_dataloader)
         for logger in self.loggers:
             logger.resume_at(self.global_step)
-        set_rng_states(checkpoint["rng"])  # last: nothing after this may draw random numbers before training
+        where = f"epoch {state.epoch}, batch {state.batches_done}, global step {state.global_step}"
+        if state.finished or self._fit_done():
+            log.warning("Restored %s (%s): that run had finished; there is nothing left to train. Raise "
+                        "max_epochs / max_steps to train further.", self.ckpt_path, where)
+        else:
+            log.info("Restored %s: resuming at %s.", self.ckpt_path, where)
+        state.finished = False
 
     def _load_weights_for_eval(self, ckpt_path: Any) -> None:
         if ckpt_path is None:
@@ -791,8 +789,8 @@ class Trainer:
         elif ckpt_path == "last":
             ckpt_path = self._find_last_checkpoint()
             if ckpt_path is None:
-                raise ValueError(f"{self.state}(ckpt_path='last'): no last checkpoint found under "
-                                 f"{self.default_root_dir!r}.")
+                raise ValueError(f"{self.state}(ckpt_path='last'): no checkpoint of this run in "
+                                 f"{self._last_checkpoint_folders()}.")
         checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
         self.lightning_module.on_load_checkpoint(checkpoint)
         load_weights(self.lightning_module, checkpoint["state_dict"], source=f"the checkpoint {str(ckpt_path)!r}")
@@ -807,8 +805,9 @@ class Trainer:
         if datamodule is not None:
             self.datamodule = datamodule
             datamodule.trainer = self
-        self._callbacks = CallbackList(_ordered(self.callbacks + _as_list(model.configure_callbacks())))
-        self._batches_as_they_come = self._batches_need_no_transfer()
+        self._callbacks = CallbackList(ordered_callbacks(_merge_callbacks(self.callbacks,
+                                                                          as_list(model.configure_callbacks()))))
+        self._interrupt = GracefulInterrupt()  # replaced by the fit loop's, which listens for signals
         if self.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self.deterministic == "warn")
         if self.benchmark is not None:
@@ -817,6 +816,8 @@ class Trainer:
         status = "success"
         try:
             body()
+            if self.interrupted:
+                status = "interrupted"
         except BaseException as err:
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             self._callbacks.on_exception(self, model, err)
@@ -833,43 +834,25 @@ class Trainer:
             if self.is_global_zero:
                 datamodule.prepare_data()
             self.strategy.barrier("prepare_data")
-            datamodule.setup(stage)
+            datamodule.setup(stage=stage)
         if self.is_global_zero:
             model.prepare_data()
         self._callbacks.setup(self, model, stage)
-        model.setup(stage)
+        model.setup(stage=stage)
         self._precision.convert_module(model)
         self.strategy.setup_module(model)
+        self._data.prepare()
 
     def _teardown(self, stage: str, status: str) -> None:
         model = self.lightning_module
-        self._logs.hook = None
+        self.training = False
         if self.datamodule is not None:
-            self.datamodule.teardown(stage)
+            self.datamodule.teardown(stage=stage)
         self._callbacks.teardown(self, model, stage)
-        model.teardown(stage)
+        model.teardown(stage=stage)
         for logger in self.loggers:
             logger.finalize(status)
         self.state = None
-
-    def _configure_optimizers(self) -> None:
-        model = self.lightning_module
-        result = model.configure_optimizers()
-        self.optimizers, self.lr_scheduler_configs = parse_optimizers(result, type(model).__name__)
-        if model.automatic_optimization and len(self.optimizers) > 1:
-            raise ValueError(
-                f"{type(model).__name__}.configure_optimizers returned {len(self.optimizers)} optimizers; "
-                "automatic optimization steps one. Set `self.automatic_optimization = False` in __init__ "
-                "and step them in training_step with self.optimizers() and self.manual_backward(loss).")
-        self._manual_optimizers = [ManualOptimizer(o, self) for o in self.optimizers]
-        self._flush_due = False
-        overridden = type(model).configure_gradient_clipping is not Module.configure_gradient_clipping
-        self._clip_each_step = bool(self.gradient_clip_val) or overridden
-        if self.gradient_clip_val and not model.automatic_optimization:
-            raise ValueError("Trainer(gradient_clip_val=...) clips in automatic optimization only; with "
-                             "manual optimization call self.clip_gradients(opt, gradient_clip_val=...) "
-                             "in training_step.")
-        self.fit_state.stepped = False
 
     def _log_hyperparams(self) -> None:
         params = dict(self.lightning_module.hparams)
@@ -906,220 +889,34 @@ class Trainer:
                             f"{type(datamodule).__name__}.")
 
     def _connect_train_data(self, loaders: Any) -> None:
-        model, datamodule = self.lightning_module, self.datamodule
-        if loaders is None:
-            source = datamodule if datamodule is not None else model
-            if not hasattr(source, "train_dataloader"):
-                raise ValueError("trainer.fit() found no training data: pass train_dataloaders, a datamodule, "
-                                 "or define train_dataloader() on the model.")
-            loaders = source.train_dataloader()
-        if isinstance(loaders, (list, tuple, Mapping)):
-            raise TypeError("trainer.fit(train_dataloaders=...) takes one DataLoader; combine several into one "
-                            "dataset or loader.")
-        as_loader_list(loaders, "train_dataloaders")
-        loader = self.strategy.prepare_train_loader(loaders, self.fit_state.data_seed)
-        self.train_dataloader, self._train_resumable = make_resumable(loader, self.fit_state.data_seed)
-        self.num_training_batches = _limited(loader_length(self.train_dataloader), self.limit_train_batches,
-                                             "limit_train_batches")
-        self._val_every = self._validation_interval()
+        self._train_source = loaders
+        self.train_dataloader, self.num_training_batches = self._data.train_loader(loaders, self.fit_state.data_seed)
+        self._val_every = schedule.validation_interval(self.val_check_interval, self.num_training_batches)
 
     def _connect_eval_data(self, stage: str, loaders: Any) -> None:
-        model, datamodule = self.lightning_module, self.datamodule
-        method = {"validate": "val_dataloader", "test": "test_dataloader", "predict": "predict_dataloader"}[stage]
-        if loaders is None:
-            source = datamodule if datamodule is not None and hasattr(datamodule, method) else model
-            loaders = getattr(source, method)() if hasattr(source, method) else None
-            if loaders is None and stage != "validate":
-                raise ValueError(f"trainer.{stage}() found no data: pass dataloaders=..., a datamodule, or "
-                                 f"define {method}() on the model or datamodule.")
-        loaders = [_quiet_generator(lo) for lo in as_loader_list(loaders, f"{stage} dataloaders")]
-        limit = {"validate": self.limit_val_batches, "test": self.limit_test_batches,
-                 "predict": self.limit_predict_batches}[stage]
-        counts = [_limited(loader_length(lo), limit, f"limit_{stage[:4] if stage != 'validate' else 'val'}_batches")
-                  for lo in loaders]
         if stage == "validate":
-            self.val_dataloaders, self.num_val_batches = loaders, counts
+            self._val_source = loaders
+        found, counts = self._data.eval_loaders(stage, loaders)
+        if stage == "validate":
+            self.val_dataloaders, self.num_val_batches = found, counts
         elif stage == "test":
-            self.test_dataloaders, self.num_test_batches = loaders, counts
+            self.test_dataloaders, self.num_test_batches = found, counts
         else:
-            self.predict_dataloaders, self.num_predict_batches = loaders, counts
+            self.predict_dataloaders, self.num_predict_batches = found, counts
 
-    def _train_loader_for_epoch(self, start: int) -> Iterable:
-        loader = self.train_dataloader
-        sampler = getattr(loader, "batch_sampler", None)
-        if self._train_resumable:
-            sampler.sampler.set_epoch(self.current_epoch)
-            sampler.start = start
-            loader.generator.manual_seed(self.fit_state.data_seed + self.current_epoch)
-            return loader
-        for obj in (getattr(loader, "sampler", None), sampler):
-            if hasattr(obj, "set_epoch"):
-                obj.set_epoch(self.current_epoch)
-        return _skip(loader, start)
-
-    def _to_device(self, batch: Any, dataloader_idx: int) -> Any:
-        if self._batches_as_they_come:
-            return batch
-        model, datamodule = self.lightning_module, self.datamodule
-        batch = model.on_before_batch_transfer(batch, dataloader_idx)
-        if datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device"):
-            batch = datamodule.transfer_batch_to_device(batch, self.strategy.root_device, dataloader_idx)
-        else:
-            batch = model.transfer_batch_to_device(batch, self.strategy.root_device, dataloader_idx)
-        batch = self._precision.convert_input(batch)
-        return model.on_after_batch_transfer(batch, dataloader_idx)
-
-    def _batches_need_no_transfer(self) -> bool:
-        """On the CPU, with no batch-transfer hook overridden and float32 inputs, a DataLoader's batches
-        are already what the step needs: `_to_device` then returns them untouched."""
-        model, datamodule = self.lightning_module, self.datamodule
-        hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
-        return (self.strategy.root_device.type == "cpu" and self._precision.param_dtype is None
-                and not any(_overrides(model, Module, hook) for hook in hooks)
-                and not (datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device")))
-
-    # --- when things happen ----------------------------------------------------------------------
-
-    def _validation_enabled(self) -> bool:
-        overridden = type(self.lightning_module).validation_step is not Module.validation_step
-        return overridden and bool(self.val_dataloaders) and any(n > 0 for n in self.num_val_batches)
-
-    def _validation_interval(self) -> float:
-        """Validate after every this many training batches (inf: at the end of an epoch of unknown length)."""
-        interval = self.val_check_interval
-        n = self.num_training_batches
-        if isinstance(interval, int) and not isinstance(interval, bool):
-            return interval
-        if n == math.inf:
-            return math.inf
-        return max(1, int(n * interval))
-
-    def _should_validate(self, batches_done: int) -> bool:
-        if self._val_every == math.inf or not self._validation_enabled():
-            return False
-        every_n = self.check_val_every_n_epoch
-        if every_n is not None and (self.current_epoch + 1) % every_n != 0:
-            return False
-        return batches_done % self._val_every == 0 or (
-            batches_done == self.num_training_batches and self._val_every >= self.num_training_batches)
-
-    def _stop_mid_epoch(self) -> bool:
-        if self.max_steps != -1 and self.global_step >= self.max_steps:
-            return True
-        if self.max_time is not None and time.monotonic() - self._start_time >= self.max_time:
-            self.should_stop = True
-            return True
-        return self.should_stop and self._min_reached()
-
-    def _min_reached(self) -> bool:
-        return self.current_epoch + 1 >= self.min_epochs and self.global_step >= self.min_steps
-
-    def _fit_done(self) -> bool:
-        if self.max_steps != -1 and self.global_step >= self.max_steps:
-            return True
-        if self.max_epochs != -1 and self.current_epoch >= self.max_epochs:
-            return True
-        if self.should_stop:
-            if self.current_epoch >= self.min_epochs and self.global_step >= self.min_steps:
-                return True
-            self.should_stop = False  # min_epochs / min_steps not reached yet: keep training
-        return self.num_training_batches == 0
-
-    def _loader_exhausted(self, last_batch_idx: int) -> bool:
-        # an iterable without a length ended on its own rather than by a limit or a stop
-        return self.num_training_batches == math.inf and not (
-            self.max_steps != -1 and self.global_step >= self.max_steps) and not self.should_stop
-
-    def _step_schedulers(self, interval: str) -> None:
-        for config in self.lr_scheduler_configs:
-            if config.interval != interval:
-                continue
-            count = self.global_step if interval == "step" else self.current_epoch + 1
-            if count % config.frequency != 0:
-                continue
-            if config.reduce_on_plateau:
-                value = self.callback_metrics.get(config.monitor)
-                if value is None:
-                    if config.strict:
-                        raise KeyError(
-                            f"ReduceLROnPlateau monitors {config.monitor!r}, which was not logged. Logged keys: "
-                            f"{sorted(self.callback_metrics)}. Set 'monitor' in the lr_scheduler dict to one "
-                            "of them, or 'strict': False to skip steps without it.")
-                    continue
-                config.scheduler.step(value)
-            else:
-                config.scheduler.step()
+    def _maybe_reload_dataloaders(self) -> None:
+        """`reload_dataloaders_every_n_epochs=n`: ask the model / datamodule for new loaders every n epochs."""
+        n, epoch = self.reload_dataloaders_every_n_epochs, self.current_epoch
+        if n and epoch > 0 and epoch % n == 0:
+            self._connect_train_data(self._train_source)
+            self._connect_eval_data("validate", self._val_source)
 
 
-class _EvalHooks:
-    """The hooks of the validation or the test loop, looked up once by their names."""
-
-    @dataclass
-    class Names:
-        start: str
-        epoch_start: str
-        batch_start: str
-        step: str
-        batch_end: str
-        epoch_end: str
-        end: str
-
-    def __init__(self, stage: str, callbacks: CallbackList, model: Module):
-        if stage == "validate":
-            self.start, self.model_start = callbacks.on_validation_start, model.on_validation_start
-            self.epoch_start, self.model_epoch_start = (callbacks.on_validation_epoch_start,
-                                                        model.on_validation_epoch_start)
-            self.batch_start, self.model_batch_start = (callbacks.on_validation_batch_start,
-                                                        model.on_validation_batch_start)
-            self.step = model.validation_step
-            self.batch_end, self.model_batch_end = callbacks.on_validation_batch_end, model.on_validation_batch_end
-            self.epoch_end, self.model_epoch_end = callbacks.on_validation_epoch_end, model.on_validation_epoch_end
-            self.end, self.model_end = callbacks.on_validation_end, model.on_validation_end
-            word = "validation"
-        else:
-            self.start, self.model_start = callbacks.on_test_start, model.on_test_start
-            self.epoch_start, self.model_epoch_start = callbacks.on_test_epoch_start, model.on_test_epoch_start
-            self.batch_start, self.model_batch_start = callbacks.on_test_batch_start, model.on_test_batch_start
-            self.step = model.test_step
-            self.batch_end, self.model_batch_end = callbacks.on_test_batch_end, model.on_test_batch_end
-            self.epoch_end, self.model_epoch_end = callbacks.on_test_epoch_end, model.on_test_epoch_end
-            self.end, self.model_end = callbacks.on_test_end, model.on_test_end
-            word = "test"
-        self.names = self.Names(f"on_{word}_start", f"on_{word}_epoch_start", f"on_{word}_batch_start",
-                                f"{word}_step", f"on_{word}_batch_end", f"on_{word}_epoch_end", f"on_{word}_end")
+_END = object()
 
 
-# --- helpers: they decide what, the loops decide when ----------------------------------------------
-
-
-def _check_step_output(output: Any, manual: bool) -> torch.Tensor | None:
-    """The loss in what training_step returned, or a clear error."""
-    if output is None:
-        return None
-    if isinstance(output, torch.Tensor):
-        loss = output
-    elif isinstance(output, Mapping):
-        if "loss" not in output:
-            if manual:
-                return None
-            raise ValueError(f"training_step returned a dict without a 'loss' key (keys: {sorted(output)}). "
-                             "Return the loss tensor, or a dict with 'loss'.")
-        loss = output["loss"]
-        if not isinstance(loss, torch.Tensor):
-            raise TypeError(f"training_step returned {{'loss': {type(loss).__name__}}}; the loss must be a tensor.")
-    else:
-        raise TypeError(
-            f"training_step returned a {type(output).__name__}; expected the loss as a tensor, a dict with a "
-            "'loss' tensor, or None to skip the batch.")
-    if manual:
-        return loss
-    if loss.numel() != 1:
-        raise ValueError(f"training_step returned a loss of shape {tuple(loss.shape)}; it must be a scalar "
-                         "(reduce it with .mean() or .sum()).")
-    if not loss.requires_grad:
-        raise ValueError("training_step returned a loss that does not require grad: it was computed without "
-                         "any trainable parameter (frozen model, .detach(), or torch.no_grad()).")
-    return loss
+def _numbered(objects: list[Any]) -> dict[str, Any]:
+    return {str(i): {"class": type(o).__name__, "state": o.state_dict()} for i, o in enumerate(objects)}
 
 
 def _load_numbered(what: str, saved: Mapping[str, Any], objects: list[Any], ckpt_path: Any) -> None:
@@ -1133,108 +930,11 @@ def _load_numbered(what: str, saved: Mapping[str, Any], objects: list[Any], ckpt
         obj.load_state_dict(saved[str(i)]["state"])
 
 
-def _build_loggers(logger: Any, root: str) -> list[Any]:
-    from ember.loggers.base import Logger
-
-    if logger is None or logger is True:
-        from ember.loggers.csv import CSVLogger
-
-        return [CSVLogger(root, name="ember_logs")]
-    if logger is False:
-        return []
-    loggers = _as_list(logger)
-    for item in loggers:
-        if not isinstance(item, Logger):
-            raise TypeError(f"Trainer(logger=...) got a {type(item).__name__}; expected True, False, an "
-                            "ember.loggers.Logger, or a list of them.")
-    return loggers
-
-
-def _build_callbacks(callbacks: Any, enable_checkpointing: bool | None, enable_progress_bar: bool | None,
-                     enable_model_summary: bool | None) -> list[Callback]:
-    from ember.callbacks.model_checkpoint import ModelCheckpoint
-    from ember.callbacks.progress import ProgressBar
-    from ember.callbacks.summary import ModelSummary
-
-    callbacks = _as_list(callbacks)
-    for item in callbacks:
-        if not isinstance(item, Callback):
-            raise TypeError(f"Trainer(callbacks=...) got a {type(item).__name__}; expected ember.Callback objects.")
-    has_checkpoint = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-    if enable_checkpointing is False and has_checkpoint:
-        raise ValueError("Trainer(enable_checkpointing=False) but callbacks include a ModelCheckpoint; remove one "
-                         "of them.")
-    if enable_checkpointing is not False and not has_checkpoint:
-        callbacks.append(ModelCheckpoint())
-    if enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-        callbacks.append(ProgressBar())
-    if enable_model_summary is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
-        callbacks.append(ModelSummary())
-    return callbacks
-
-
-def _ordered(callbacks: list[Callback]) -> list[Callback]:
-    """Checkpoint callbacks run last, so they see what every other callback did this step."""
-    from ember.callbacks.model_checkpoint import ModelCheckpoint
-
-    return [c for c in callbacks if not isinstance(c, ModelCheckpoint)] + \
-        [c for c in callbacks if isinstance(c, ModelCheckpoint)]
-
-
-def _overrides(obj: Any, base: type, name: str) -> bool:
-    return getattr(type(obj), name) is not getattr(base, name)
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Trainer({name}={value!r}) must be an integer >= {minimum}.")
-    return value
-
-
-def _check_limit(name: str, value: Any) -> int | float:
-    if value is None:
-        return 1.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"Trainer({name}={value!r}) must be a fraction in [0.0, 1.0] or a number of batches.")
-    if isinstance(value, float) and value > 1.0:
-        raise ValueError(f"Trainer({name}={value}) is a float above 1.0; pass a fraction in [0.0, 1.0] or an "
-                         f"int number of batches ({name}={int(value)}).")
-    return value
-
-
-def _limited(length: int | None, limit: int | float, name: str) -> float:
-    if isinstance(limit, int) and not isinstance(limit, bool):
-        return min(limit, length) if length is not None else limit
-    if length is None:
-        if limit not in (0.0, 1.0):
-            raise ValueError(f"Trainer({name}={limit}) is a fraction, but the dataloader has no length; pass an "
-                             "int number of batches.")
-        return math.inf if limit == 1.0 else 0
-    return int(length * limit) if limit < 1.0 else length
-
-
-def _parse_max_time(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, Mapping):
-        return timedelta(**value).total_seconds()
-    if isinstance(value, str):
-        parts = value.split(":")
-        if len(parts) == 4 and all(p.isdigit() for p in parts):
-            d, h, m, s = map(int, parts)
-            return timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
-    raise ValueError(f"Trainer(max_time={value!r}): expected 'DD:HH:MM:SS', a dict such as {{'hours': 1}}, or a "
-                     "datetime.timedelta.")
+def _merge_callbacks(trainer_callbacks: list[Callback], model_callbacks: list[Callback]) -> list[Callback]:
+    """The Trainer's callbacks with those of `configure_callbacks`, which replace the Trainer's of the same
+    type (Lightning's rule: the model knows best, e.g. its own ModelCheckpoint)."""
+    replaced = {type(c) for c in model_callbacks}
+    return [c for c in trainer_callbacks if type(c) not in replaced] + list(model_callbacks)
 
 
 def _draw_seed() -> int:
@@ -1243,53 +943,3 @@ def _draw_seed() -> int:
 
     seed = current_seed()
     return seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-
-
-def _quiet_generator(loader: Any) -> Any:
-    """Give an evaluation DataLoader its own generator, so iterating it draws nothing from the global one."""
-    if isinstance(loader, torch.utils.data.DataLoader) and loader.generator is None:
-        loader.generator = private_generator(0)
-    return loader
-
-
-def _skip(loader: Iterable, start: int) -> Iterator:
-    """Iterate `loader` from batch `start` by loading and dropping the batches before it."""
-    iterator = iter(loader)
-    for _ in range(start):
-        next(iterator, None)
-    return iterator
-
-
-def _split_by_dataloader(metrics: Mapping[str, torch.Tensor], count: int) -> list[dict[str, float]]:
-    results: list[dict[str, float]] = [{} for _ in range(max(count, 1))]
-    for name, value in metrics.items():
-        index = 0
-        if "/dataloader_idx_" in name:
-            index = int(name.rsplit("_", 1)[1])
-        results[index][name] = value.item()
-    return results
-
-
-def _print_results(stage: str, results: list[dict[str, float]]) -> None:
-    for i, metrics in enumerate(results):
-        if not metrics:
-            continue
-        title = f"{stage} metrics" + (f" (dataloader {i})" if len(results) > 1 else "")
-        width = max(len(k) for k in metrics)
-        print(title)
-        for name in sorted(metrics):
-            print(f"  {name:<{width}}  {metrics[name]:.6g}")
-
-
-def _unknown_argument_message(unknown: Mapping[str, Any]) -> str:
-    lines = []
-    valid = [p for p in inspect.signature(Trainer.__init__).parameters if p not in ("self", "unknown")]
-    for name in unknown:
-        if name in REMOVED_ARGUMENTS:
-            lines.append(f"Trainer({name}=...) was removed in Lightning 2.0 and ember does not take it; use "
-                         f"{REMOVED_ARGUMENTS[name]} instead.")
-        else:
-            close = difflib.get_close_matches(name, valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            lines.append(f"Trainer() got an unknown argument {name!r}.{hint} Valid arguments: {', '.join(valid)}.")
-    return "\n".join(lines)

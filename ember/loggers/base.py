@@ -66,6 +66,11 @@ class Logger:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue the run named in `state` (called before anything is logged on resume)."""
 
+    def run_folders(self) -> list[str]:
+        """Folders of this logger's runs that `fit(ckpt_path="last")` may continue, newest first."""
+        log_dir = self.log_dir
+        return [log_dir] if log_dir else []
+
     def resume_at(self, step: int) -> None:
         """A resumed run goes on from `step`: drop what the interrupted run logged at or after it, where the
         backend allows."""
@@ -108,6 +113,19 @@ class FolderLogger(Logger):
         version = self.version
         folder = os.path.join(self.root_dir, version if isinstance(version, str) else f"version_{version}")
         return os.path.join(folder, self._sub_dir) if self._sub_dir else folder
+
+    def run_folders(self) -> list[str]:
+        """This logger's version folders, newest first: the one it was given, or every `version_<N>`
+        (where `fit(ckpt_path="last")` looks for the checkpoint to resume)."""
+        if self._version is not None:
+            return [self.log_dir]
+        root = Path(self.root_dir)
+        if not root.is_dir():
+            return []
+        numbered = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("version_")
+                    and p.name[len("version_"):].isdigit()]
+        numbered.sort(key=lambda p: int(p.name[len("version_"):]), reverse=True)
+        return [os.path.join(str(p), self._sub_dir) if self._sub_dir else str(p) for p in numbered]
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue the saved version, unless this logger was given a version of its own."""

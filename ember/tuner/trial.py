@@ -24,7 +24,8 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from ember.checkpoint import load_checkpoint, load_weights, rng_states, save_checkpoint, set_rng_states
+from ember.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from ember.seed import rng_states, set_rng_states
 
 
 @contextlib.contextmanager

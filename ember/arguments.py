@@ -1,0 +1,157 @@
+"""The Trainer's arguments: checks and messages, and the loggers and callbacks they turn into.
+
+Every check runs in `Trainer.__init__`, so a bad argument fails before any data is touched. Messages say
+what was given, what was expected, and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from datetime import timedelta
+from typing import Any, Iterable, Mapping
+
+from ember.callbacks.base import Callback
+
+# Lightning 1.x arguments that 2.x removed, and what replaced them.
+REMOVED_ARGUMENTS = {
+    "gpus": "accelerator='gpu', devices=N",
+    "tpu_cores": "accelerator='tpu', devices=N",
+    "num_processes": "devices=N",
+    "resume_from_checkpoint": "trainer.fit(model, ckpt_path=...)",
+    "auto_lr_find": "ember.tuner.Tuner(trainer).lr_find(model)",
+    "auto_scale_batch_size": "ember.tuner.Tuner(trainer).scale_batch_size(model)",
+    "auto_select_gpus": "devices=N (free devices are chosen by CUDA_VISIBLE_DEVICES)",
+    "checkpoint_callback": "enable_checkpointing",
+    "weights_summary": "enable_model_summary",
+    "progress_bar_refresh_rate": "enable_progress_bar (and the progress bar callback's refresh_rate)",
+    "flush_logs_every_n_steps": "the logger's own flush argument",
+    "terminate_on_nan": "detect_anomaly=True",
+    "replace_sampler_ddp": "use_distributed_sampler",
+    "weights_save_path": "default_root_dir, or ModelCheckpoint(dirpath=...)",
+    "stochastic_weight_avg": "a StochasticWeightAveraging callback",
+    "track_grad_norm": "a callback that logs the grad norm in on_before_optimizer_step",
+    "amp_backend": "precision='16-mixed'",
+    "amp_level": "precision='16-mixed'",
+    "move_metrics_to_cpu": "nothing: metrics stay where they are computed",
+    "multiple_trainloader_mode": "a CombinedLoader in your DataModule",
+    "reload_dataloaders_every_epoch": "reload_dataloaders_every_n_epochs=1",
+    "prepare_data_per_node": "DataModule.prepare_data_per_node",
+    "truncated_bptt_steps": "manual optimization",
+    "log_gpu_memory": "a DeviceStatsMonitor callback",
+    "process_position": "the progress bar callback",
+}
+
+
+def build_loggers(logger: Any, root: str) -> list[Any]:
+    from ember.loggers.base import Logger
+
+    if logger is None or logger is True:
+        from ember.loggers.csv import CSVLogger
+
+        return [CSVLogger(root, name="ember_logs")]
+    if logger is False:
+        return []
+    loggers = as_list(logger)
+    for item in loggers:
+        if not isinstance(item, Logger):
+            raise TypeError(f"Trainer(logger=...) got a {type(item).__name__}; expected True, False, an "
+                            "ember.loggers.Logger, or a list of them.")
+    return loggers
+
+
+def build_callbacks(callbacks: Any, enable_checkpointing: bool | None, enable_progress_bar: bool | None,
+                     enable_model_summary: bool | None) -> list[Callback]:
+    from ember.callbacks.model_checkpoint import ModelCheckpoint
+    from ember.callbacks.progress import ProgressBar
+    from ember.callbacks.summary import ModelSummary
+
+    callbacks = as_list(callbacks)
+    for item in callbacks:
+        if not isinstance(item, Callback):
+            raise TypeError(f"Trainer(callbacks=...) got a {type(item).__name__}; expected ember.Callback objects.")
+    has_checkpoint = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    if enable_checkpointing is False and has_checkpoint:
+        raise ValueError("Trainer(enable_checkpointing=False) but callbacks include a ModelCheckpoint; remove one "
+                         "of them.")
+    if enable_checkpointing is not False and not has_checkpoint:
+        callbacks.append(ModelCheckpoint())
+    if enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(ProgressBar())
+    if enable_model_summary is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
+        callbacks.append(ModelSummary())
+    return callbacks
+
+
+def ordered_callbacks(callbacks: list[Callback]) -> list[Callback]:
+    """Checkpoint callbacks run last, so they see what every other callback did this step."""
+    from ember.callbacks.model_checkpoint import ModelCheckpoint
+
+    return [c for c in callbacks if not isinstance(c, ModelCheckpoint)] + \
+        [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Trainer({name}={value!r}) must be an integer >= {minimum}.")
+    return value
+
+
+def check_limit(name: str, value: Any) -> int | float:
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"Trainer({name}={value!r}) must be a fraction in [0.0, 1.0] or a number of batches.")
+    if isinstance(value, float) and value > 1.0:
+        raise ValueError(f"Trainer({name}={value}) is a float above 1.0; pass a fraction in [0.0, 1.0] or an "
+                         f"int number of batches ({name}={int(value)}).")
+    return value
+
+
+def limited(length: int | None, limit: int | float, name: str) -> float:
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return min(limit, length) if length is not None else limit
+    if length is None:
+        if limit not in (0.0, 1.0):
+            raise ValueError(f"Trainer({name}={limit}) is a fraction, but the dataloader has no length; pass an "
+                             "int number of batches.")
+        return math.inf if limit == 1.0 else 0
+    return int(length * limit) if limit < 1.0 else length
+
+
+def parse_max_time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Mapping):
+        return timedelta(**value).total_seconds()
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) == 4 and all(p.isdigit() for p in parts):
+            d, h, m, s = map(int, parts)
+            return timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
+    raise ValueError(f"Trainer(max_time={value!r}): expected 'DD:HH:MM:SS', a dict such as {{'hours': 1}}, or a "
+                     "datetime.timedelta.")
+
+
+def unknown_argument_message(unknown: Mapping[str, Any], valid: Iterable[str]) -> str:
+    lines = []
+    valid = list(valid)
+    for name in unknown:
+        if name in REMOVED_ARGUMENTS:
+            lines.append(f"Trainer({name}=...) was removed in Lightning 2.0 and ember does not take it; use "
+                         f"{REMOVED_ARGUMENTS[name]} instead.")
+        else:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            lines.append(f"Trainer() got an unknown argument {name!r}.{hint} Valid arguments: {', '.join(valid)}.")
+    return "\n".join(lines)
