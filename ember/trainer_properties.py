@@ -1,0 +1,163 @@
+"""What callbacks and users read of a Trainer: Lightning's properties, over the loop state, the strategy,
+the log collector and the callbacks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ember.callbacks.base import Callback
+from ember.module import Module
+
+
+class TrainerProperties:
+    """The read side of `Trainer` (a part of it, kept in this file so trainer.py holds the loops)."""
+
+    @property
+    def current_epoch(self) -> int:
+        return self.fit_state.epoch
+
+    @property
+    def global_step(self) -> int:
+        return self.fit_state.global_step
+
+    @property
+    def should_stop(self) -> bool:
+        """Set to True (by a callback or the Module) to end the fit after the current batch."""
+        return self.fit_state.should_stop
+
+    @should_stop.setter
+    def should_stop(self, value: bool) -> None:
+        self.fit_state.should_stop = bool(value)
+
+    @property
+    def val_check_batch(self) -> float:
+        """Validation runs after every this many training batches (inf: once, when an epoch of unknown
+        length runs out)."""
+        return self._val_every
+
+    @property
+    def enable_validation(self) -> bool:
+        """Whether fit validates: the Module has a validation_step and there are validation batches."""
+        model = self.lightning_module
+        step = getattr(model, "validation_step", None)
+        overridden = step is not None and getattr(type(model), "validation_step", None) is not Module.validation_step
+        return overridden and bool(self.val_dataloaders) and any(n > 0 for n in self.num_val_batches)
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return self.optimization.optimizers if self.optimization is not None else []
+
+    @optimizers.setter
+    def optimizers(self, value: list[torch.optim.Optimizer]) -> None:
+        self.optimization.optimizers = list(value)
+
+    @property
+    def lr_scheduler_configs(self) -> list[Any]:
+        return self.optimization.lr_scheduler_configs if self.optimization is not None else []
+
+    @lr_scheduler_configs.setter
+    def lr_scheduler_configs(self, value: list[Any]) -> None:
+        self.optimization.lr_scheduler_configs = list(value)
+
+    @property
+    def callback_metrics(self) -> dict[str, torch.Tensor]:
+        return self.log_collector.callback_metrics
+
+    @property
+    def logged_metrics(self) -> dict[str, torch.Tensor]:
+        return self.log_collector.logged_metrics
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        return self.log_collector.progress_bar_metrics
+
+    @property
+    def logger(self) -> Any:
+        return self.loggers[0] if self.loggers else None
+
+    @property
+    def log_dir(self) -> str:
+        return self.loggers[0].log_dir if self.loggers else self.default_root_dir
+
+    @property
+    def model(self) -> Module | None:
+        return self.lightning_module
+
+    @property
+    def checkpoint_callbacks(self) -> list[Callback]:
+        from ember.callbacks.model_checkpoint import ModelCheckpoint
+
+        return [c for c in self._all_callbacks() if isinstance(c, ModelCheckpoint)]
+
+    @property
+    def checkpoint_callback(self) -> Any:
+        found = self.checkpoint_callbacks
+        return found[0] if found else None
+
+    @property
+    def early_stopping_callbacks(self) -> list[Callback]:
+        from ember.callbacks.early_stopping import EarlyStopping
+
+        return [c for c in self._all_callbacks() if isinstance(c, EarlyStopping)]
+
+    @property
+    def early_stopping_callback(self) -> Any:
+        found = self.early_stopping_callbacks
+        return found[0] if found else None
+
+    @property
+    def progress_bar_callback(self) -> Any:
+        from ember.callbacks.progress import ProgressBar
+
+        return next((c for c in self._all_callbacks() if isinstance(c, ProgressBar)), None)
+
+    @property
+    def global_rank(self) -> int:
+        return self.strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        return self.strategy.local_rank
+
+    @property
+    def node_rank(self) -> int:
+        return getattr(self.strategy, "node_rank", 0)
+
+    @property
+    def world_size(self) -> int:
+        return self.strategy.world_size
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.strategy.is_global_zero
+
+    @property
+    def device(self) -> torch.device:
+        return self.strategy.root_device
+
+    @property
+    def root_device(self) -> torch.device:
+        return self.strategy.root_device
+
+    @property
+    def accelerator(self) -> str:
+        """'cpu', 'cuda' or 'mps': the kind of device this Trainer runs on."""
+        return self.strategy.root_device.type
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.device_ids)
+
+    @property
+    def device_ids(self) -> list[int]:
+        return getattr(self.strategy, "device_ids", None) or [self.strategy.root_device.index or 0]
+
+    @property
+    def estimated_stepping_batches(self) -> float:
+        """Optimizer steps the fit will take (for schedulers such as OneCycleLR)."""
+        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
+        total = per_epoch * self.max_epochs if self.max_epochs != -1 else math.inf
+        return min(total, self.max_steps) if self.max_steps != -1 else total
