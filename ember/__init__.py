@@ -7,6 +7,10 @@
 
 __version__ = "0.1.0"
 
+from ember import messages as _messages  # noqa: E402
+
+_messages.install()
+
 from ember.callbacks import Callback  # noqa: E402
 from ember.data import DataModule  # noqa: E402
 from ember.module import Module  # noqa: E402

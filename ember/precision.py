@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, ContextManager
 
 import torch
@@ -92,10 +93,17 @@ class Precision:
 
 
 def _map_floats(batch: Any, dtype: torch.dtype) -> Any:
+    """`batch` with its floating-point tensors in `dtype`, through dicts, lists, tuples, namedtuples and
+    dataclasses (the containers `move_to_device` walks)."""
     if isinstance(batch, torch.Tensor):
         return batch.to(dtype) if batch.is_floating_point() else batch
     if isinstance(batch, dict):
         return type(batch)({k: _map_floats(v, dtype) for k, v in batch.items()})
-    if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(_map_floats(v, dtype) for v in batch))
+    if isinstance(batch, (list, tuple)):
         return type(batch)(_map_floats(v, dtype) for v in batch)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return dataclasses.replace(batch, **{f.name: _map_floats(getattr(batch, f.name), dtype)
+                                             for f in dataclasses.fields(batch) if f.init})
     return batch

@@ -143,7 +143,7 @@ class Checkpointing:
             found = self._find_last_checkpoint()
             if found is None:
                 log.warning("fit(ckpt_path='last'): no checkpoint of this run in %s; starting fresh.",
-                            ", ".join(self._last_checkpoint_folders()) or repr(self.default_root_dir))
+                            self._where_last_checkpoints_are())
                 return None
             ckpt_path = found
         elif ckpt_path in ("best", "hpc"):
@@ -172,6 +172,13 @@ class Checkpointing:
         if self.loggers:
             return [os.path.join(folder, "checkpoints") for folder in self.loggers[0].run_folders()]
         return [os.path.join(self.default_root_dir, "checkpoints")]
+
+    def _where_last_checkpoints_are(self) -> str:
+        folders = self._last_checkpoint_folders()
+        if folders:
+            return ", ".join(folders)
+        logger = self.loggers[0]  # a logger with no version folder yet
+        return os.path.join(getattr(logger, "root_dir", None) or logger.log_dir, "version_*", "checkpoints")
 
     def _find_last_checkpoint(self) -> str | None:
         """The newest `last*.ckpt` of this run, else its newest checkpoint; never one of another run."""
@@ -221,7 +228,7 @@ class Checkpointing:
             ckpt_path = self._find_last_checkpoint()
             if ckpt_path is None:
                 raise ValueError(f"{self.state}(ckpt_path='last'): no checkpoint of this run in "
-                                 f"{self._last_checkpoint_folders()}.")
+                                 f"{self._where_last_checkpoints_are()}.")
         checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
         self.lightning_module.on_load_checkpoint(checkpoint)
         load_weights(self.lightning_module, checkpoint["state_dict"], source=f"the checkpoint {str(ckpt_path)!r}")

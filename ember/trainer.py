@@ -162,6 +162,7 @@ class Trainer(TrainerProperties, Checkpointing):
         self.datamodule: DataModule | None = None
         self.optimization: Optimization | None = None  # the optimizers and steps of the current fit
         self._callbacks = CallbackList()
+        self._callbacks_of: Module | None = None  # the model whose configure_callbacks were merged in
         self.log_collector = LogCollector()  # what self.log records; the Module logs through it
         self.log_collector.reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
         self._data = DataConnector(self, self._precision, Module)
@@ -452,8 +453,10 @@ class Trainer(TrainerProperties, Checkpointing):
         if datamodule is not None:
             self.datamodule = datamodule
             datamodule.trainer = self
-        self._callbacks = CallbackList(ordered_callbacks(_merge_callbacks(self.callbacks,
-                                                                          as_list(model.configure_callbacks()))))
+        if self._callbacks_of is not model:  # once per model, so their state lives on from fit to test
+            self.callbacks = _merge_callbacks(self.callbacks, as_list(model.configure_callbacks()))
+            self._callbacks_of = model
+        self._callbacks = CallbackList(ordered_callbacks(self.callbacks))
         self._interrupt = GracefulInterrupt()  # replaced by the fit loop's, which listens for signals
         if self.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self.deterministic == "warn")
