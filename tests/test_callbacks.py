@@ -1,14 +1,16 @@
-"""ModelCheckpoint (top-k, last, templates, state) and EarlyStopping semantics."""
+"""ModelCheckpoint (top-k, last, templates, state), EarlyStopping and CallbackList semantics."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 
 import pytest
 import torch
 
-from ember.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from ember.callbacks import Callback, CallbackList, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from ember.callbacks.base import HOOKS
 from ember.checkpoint import load_checkpoint
 
 from conftest import Regressor, loader, quiet_trainer
@@ -133,3 +135,54 @@ def test_learning_rate_monitor_logs_each_step(tmp_path):
                             enable_checkpointing=False)
     trainer.fit(Scheduled(), loader())
     assert monitor.lrs == {"lr-SGD": [1.0, 0.5, 0.25]}
+
+
+def test_every_callback_hook_has_a_method_of_its_own_in_callback_list():
+    hooks = {name for name, value in vars(Callback).items()
+             if callable(value) and not name.startswith("_") and name not in ("state_dict", "load_state_dict")}
+    assert hooks == set(HOOKS)
+    # written out in the class (not bound in __init__), so reading tools land on the loop
+    assert [name for name in HOOKS if name not in vars(CallbackList)] == []
+
+
+def test_callback_list_calls_each_hook_of_the_callbacks_that_define_it_in_order():
+    calls = []
+
+    class Recording(Callback):
+        def __init__(self, tag):
+            self.tag = tag
+
+    for name in HOOKS:
+        setattr(Recording, name, lambda self, *args, _name=name: calls.append((self.tag, _name, args)))
+    callbacks = CallbackList([Recording("a"), Callback(), Recording("b")])
+    for name in HOOKS:
+        calls.clear()
+        arguments = [p for p in inspect.signature(getattr(Callback, name)).parameters if p != "self"]
+        getattr(callbacks, name)(*arguments)
+        assert calls == [("a", name, tuple(arguments)), ("b", name, tuple(arguments))], name
+
+
+def test_callback_list_calls_a_hook_set_on_an_instance():
+    calls = []
+    plain = Callback()
+    plain.on_train_epoch_end = lambda trainer, module: calls.append("epoch end")
+    callbacks = CallbackList([plain])
+    callbacks.on_train_epoch_end("trainer", "module")
+    callbacks.on_train_epoch_start("trainer", "module")  # nobody does anything here: a no-op
+    assert calls == ["epoch end"]
+
+
+def test_callback_list_passes_dataloader_idx_only_when_the_loop_gives_one():
+    calls = []
+
+    class SingleLoader(Callback):  # written for one dataloader, as Lightning allows
+        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            calls.append(batch_idx)
+
+    class SeveralLoaders(Callback):
+        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            calls.append((batch_idx, dataloader_idx))
+
+    CallbackList([SingleLoader()]).on_validation_batch_end(None, None, None, None, 3)
+    CallbackList([SeveralLoaders()]).on_validation_batch_end(None, None, None, None, 4, 1)
+    assert calls == [3, (4, 1)]
