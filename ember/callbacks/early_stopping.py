@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ember._logging import log
 from ember.callbacks.base import Callback
 
 
@@ -87,7 +88,7 @@ class EarlyStopping(Callback):
             self.stopping_reason_message = reason
             trainer.should_stop = True
             if self.verbose and trainer.is_global_zero:
-                print(f"EarlyStopping: {reason}")
+                log.info(f"EarlyStopping: {reason}")
 
     def _evaluate(self, current: torch.Tensor) -> tuple[bool, str | None]:
         better = torch.lt if self.mode == "min" else torch.gt

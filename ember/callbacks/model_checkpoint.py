@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ember._logging import log
 from ember.callbacks.base import Callback
 from ember.checkpoint import EXTENSION
 
@@ -172,8 +173,8 @@ class ModelCheckpoint(Callback):
         best = (min if self.mode == "min" else max)(self.best_k_models, key=lambda p: self.best_k_models[p])
         self.best_model_path, self.best_model_score = best, self.best_k_models[best]
         if self.verbose and trainer.is_global_zero:
-            print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} reached "
-                  f"{score.item():.5f}; saved {path}")
+            log.info(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} reached "
+                     f"{score.item():.5f}; saved {path}")
 
     def _save_latest(self, trainer, metrics: dict[str, Any]) -> None:
         path = self.format_checkpoint_name(metrics)
