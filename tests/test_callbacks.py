@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -116,7 +117,7 @@ def test_early_stopping_respects_min_epochs(tmp_path):
 
 
 def test_early_stopping_strict_names_the_logged_keys(tmp_path):
-    with pytest.raises(KeyError, match=r"EarlyStopping\(monitor='val_loss'\).*\['dev_loss', 'train_loss'\]"):
+    with pytest.raises(ValueError, match=r"EarlyStopping\(monitor='val_loss'\).*\['dev_loss', 'train_loss'\]"):
         fit_scripted(tmp_path, [1.0], [EarlyStopping(monitor="val_loss")])
     trainer = fit_scripted(tmp_path, [1.0, 1.0], [EarlyStopping(monitor="val_loss", strict=False)])
     assert trainer.current_epoch == 2
@@ -186,3 +187,40 @@ def test_callback_list_passes_dataloader_idx_only_when_the_loop_gives_one():
     CallbackList([SingleLoader()]).on_validation_batch_end(None, None, None, None, 3)
     CallbackList([SeveralLoaders()]).on_validation_batch_end(None, None, None, None, 4, 1)
     assert calls == [3, (4, 1)]
+
+
+def stub_trainer(value, epoch=0, step=8, batches_done=8):
+    """What EarlyStopping reads of a trainer, at one position of a fit."""
+    return SimpleNamespace(fast_dev_run=False, sanity_checking=False, state="fit", current_epoch=epoch,
+                           global_step=step, fit_state=SimpleNamespace(batches_done=batches_done),
+                           callback_metrics={"val_loss": torch.tensor(value)}, should_stop=False,
+                           is_global_zero=True, check_val_every_n_epoch=1, enable_validation=True,
+                           val_check_batch=4, num_training_batches=8)
+
+
+def test_early_stopping_counts_a_validation_once_even_when_a_resumed_run_repeats_it():
+    stopper = EarlyStopping(monitor="val_loss", patience=2)
+    stopper.on_validation_end(stub_trainer(1.0, step=4, batches_done=4), None)
+    trainer = stub_trainer(1.5, step=8, batches_done=8)
+    stopper.on_validation_end(trainer, None)
+    assert stopper.wait_count == 1
+    # a checkpoint written at the end of that validation, and a resumed run that runs it again
+    resumed = EarlyStopping(monitor="val_loss", patience=2)
+    resumed.load_state_dict(stopper.state_dict())
+    again = stub_trainer(1.5, step=8, batches_done=8)
+    resumed.on_validation_end(again, None)
+    assert resumed.wait_count == 1 and not again.should_stop
+    # the next validation counts: with accumulated gradients it may share the global step
+    later = stub_trainer(1.5, step=8, batches_done=9)
+    resumed.on_validation_end(later, None)
+    assert resumed.wait_count == 2 and later.should_stop
+
+
+def test_early_stopping_without_its_key_raises_a_value_error_naming_the_logged_keys():
+    trainer = stub_trainer(1.0)
+    with pytest.raises(ValueError, match=r"^EarlyStopping\(monitor='val_acc'\) found no such logged value at epoch 0, "
+                                         r"step 8\. Logged keys: \['val_loss'\]\. Log it with "
+                                         r"self\.log\('val_acc', value\), fix the name, or pass strict=False"):
+        EarlyStopping(monitor="val_acc").on_validation_end(trainer, None)
+    EarlyStopping(monitor="val_acc", strict=False).on_validation_end(trainer, None)
+    assert not trainer.should_stop
