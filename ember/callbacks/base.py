@@ -30,11 +30,13 @@ class Callback:
 
     @property
     def state_key(self) -> str:
-        """The key of this callback's state in a checkpoint: its class name and identifying arguments."""
-        return type(self).__name__
+        """The key of this callback's state in a checkpoint: its class's qualified name (Lightning's key, so
+        callback states move both ways); callbacks that may appear twice add their identifying arguments."""
+        return type(self).__qualname__
 
     def _state_key_with(self, **identity: Any) -> str:
-        return f"{type(self).__name__}{repr(identity)}"
+        # the same string Lightning builds: class qualname, then the repr of the arguments in this order
+        return f"{type(self).__qualname__}{identity!r}"
 
     def state_dict(self) -> dict[str, Any]:
         return {}
