@@ -7,9 +7,7 @@
 
 __version__ = "0.1.0"
 
-from ember import messages as _messages  # noqa: E402
-
-_messages.install()
+from ember import _logging  # noqa: E402,F401  (the "ember" logger shows on stderr)
 
 from ember.callbacks import Callback  # noqa: E402
 from ember.data import DataModule  # noqa: E402

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> N
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_files(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -69,6 +71,27 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> N
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Delete what a killed write of `path` left: `.<name>.<8 random characters>.tmp` beside it.
+
+    A SIGKILL mid-write skips the `except` that removes the temp file. The next write of the same file (a
+    resumed run repeats the save it was killed in, under the same name) cleans up. Only names mkstemp
+    makes for this target are removed; one process writes a given file (rank zero), so no temp file
+    removed here is still being written.
+    """
+    own = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp")  # mkstemp: prefix, 8 chars, suffix
+    try:
+        siblings = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in siblings:
+        if own.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.remove(entry.path)
+            except FileNotFoundError:
+                pass
 
 
 def _umask() -> int:

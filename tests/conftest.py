@@ -53,6 +53,17 @@ class Regressor(ember.Module):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
+class Scripted(Regressor):
+    """Logs a given value per validation under `name`: `values[current_epoch]`."""
+
+    def __init__(self, values, name="dev_loss"):
+        super().__init__()
+        self.values, self.name = list(values), name
+
+    def validation_step(self, batch, batch_idx):
+        self.log(self.name, torch.tensor(self.values[self.current_epoch]))
+
+
 def loader(dataset=None, batch_size: int = 8, shuffle: bool = False) -> DataLoader:
     return DataLoader(dataset if dataset is not None else regression_data(), batch_size=batch_size, shuffle=shuffle)
 
@@ -63,6 +74,15 @@ def quiet_trainer(tmp_path, **kwargs) -> ember.Trainer:
                    num_sanity_val_steps=0)
     options.update(kwargs)
     return ember.Trainer(**options)
+
+
+def fit_scripted(tmp_path, values, callbacks, name="dev_loss", ckpt_path=None, **kwargs) -> ember.Trainer:
+    """Fit `Scripted(values)` for len(values) epochs (8 batches each), validating one batch per epoch."""
+    options = dict(max_epochs=len(values), callbacks=callbacks, logger=False, limit_val_batches=1)
+    options.update(kwargs)
+    trainer = quiet_trainer(tmp_path, **options)
+    trainer.fit(Scripted(values, name), loader(), loader(), ckpt_path=ckpt_path)
+    return trainer
 
 
 @pytest.fixture(autouse=True)

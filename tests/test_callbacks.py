@@ -1,35 +1,20 @@
-"""ModelCheckpoint (top-k, last, templates, state) and EarlyStopping semantics."""
+"""ModelCheckpoint (top-k, last, templates, state), EarlyStopping and CallbackList semantics."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from ember.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from ember.callbacks import Callback, CallbackList, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from ember.callbacks.base import HOOKS
 from ember.checkpoint import load_checkpoint
 
-from conftest import Regressor, loader, quiet_trainer
-
-
-class Scripted(Regressor):
-    """Logs a given value per validation under `name`."""
-
-    def __init__(self, values, name="dev_loss"):
-        super().__init__()
-        self.values, self.name = list(values), name
-
-    def validation_step(self, batch, batch_idx):
-        self.log(self.name, torch.tensor(self.values[self.current_epoch]))
-
-
-def fit_scripted(tmp_path, values, callbacks, name="dev_loss", **kwargs):
-    trainer = quiet_trainer(tmp_path, max_epochs=len(values), callbacks=callbacks, logger=False,
-                            limit_val_batches=1, **kwargs)
-    trainer.fit(Scripted(values, name), loader(), loader())
-    return trainer
+from conftest import Regressor, fit_scripted, loader, quiet_trainer
 
 
 def test_top_k_keeps_the_best_files_and_last(tmp_path):
@@ -73,7 +58,7 @@ def test_every_n_train_steps(tmp_path):
 
 def test_monitoring_a_key_never_logged_lists_the_logged_keys(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_acc")
-    with pytest.raises(KeyError, match=r"monitor='val_acc'.*Logged keys: \['dev_loss', 'train_loss'\]"):
+    with pytest.raises(ValueError, match=r"monitor='val_acc'.*Logged keys: \['dev_loss', 'train_loss'\]"):
         fit_scripted(tmp_path, [0.5], [checkpoint])
     assert not (tmp_path / "ckpt").exists() or os.listdir(tmp_path / "ckpt") == []
 
@@ -114,7 +99,7 @@ def test_early_stopping_respects_min_epochs(tmp_path):
 
 
 def test_early_stopping_strict_names_the_logged_keys(tmp_path):
-    with pytest.raises(KeyError, match=r"EarlyStopping\(monitor='val_loss'\).*\['dev_loss', 'train_loss'\]"):
+    with pytest.raises(ValueError, match=r"EarlyStopping\(monitor='val_loss'\).*\['dev_loss', 'train_loss'\]"):
         fit_scripted(tmp_path, [1.0], [EarlyStopping(monitor="val_loss")])
     trainer = fit_scripted(tmp_path, [1.0, 1.0], [EarlyStopping(monitor="val_loss", strict=False)])
     assert trainer.current_epoch == 2
@@ -133,3 +118,91 @@ def test_learning_rate_monitor_logs_each_step(tmp_path):
                             enable_checkpointing=False)
     trainer.fit(Scheduled(), loader())
     assert monitor.lrs == {"lr-SGD": [1.0, 0.5, 0.25]}
+
+
+def test_every_callback_hook_has_a_method_of_its_own_in_callback_list():
+    hooks = {name for name, value in vars(Callback).items()
+             if callable(value) and not name.startswith("_") and name not in ("state_dict", "load_state_dict")}
+    assert hooks == set(HOOKS)
+    # written out in the class (not bound in __init__), so reading tools land on the loop
+    assert [name for name in HOOKS if name not in vars(CallbackList)] == []
+
+
+def test_callback_list_calls_each_hook_of_the_callbacks_that_define_it_in_order():
+    calls = []
+
+    class Recording(Callback):
+        def __init__(self, tag):
+            self.tag = tag
+
+    for name in HOOKS:
+        setattr(Recording, name, lambda self, *args, _name=name: calls.append((self.tag, _name, args)))
+    callbacks = CallbackList([Recording("a"), Callback(), Recording("b")])
+    for name in HOOKS:
+        calls.clear()
+        arguments = [p for p in inspect.signature(getattr(Callback, name)).parameters if p != "self"]
+        getattr(callbacks, name)(*arguments)
+        assert calls == [("a", name, tuple(arguments)), ("b", name, tuple(arguments))], name
+
+
+def test_callback_list_calls_a_hook_set_on_an_instance():
+    calls = []
+    plain = Callback()
+    plain.on_train_epoch_end = lambda trainer, module: calls.append("epoch end")
+    callbacks = CallbackList([plain])
+    callbacks.on_train_epoch_end("trainer", "module")
+    callbacks.on_train_epoch_start("trainer", "module")  # nobody does anything here: a no-op
+    assert calls == ["epoch end"]
+
+
+def test_callback_list_passes_dataloader_idx_only_when_the_loop_gives_one():
+    calls = []
+
+    class SingleLoader(Callback):  # written for one dataloader, as Lightning allows
+        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            calls.append(batch_idx)
+
+    class SeveralLoaders(Callback):
+        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            calls.append((batch_idx, dataloader_idx))
+
+    CallbackList([SingleLoader()]).on_validation_batch_end(None, None, None, None, 3)
+    CallbackList([SeveralLoaders()]).on_validation_batch_end(None, None, None, None, 4, 1)
+    assert calls == [3, (4, 1)]
+
+
+def stub_trainer(value, epoch=0, step=8, batches_done=8):
+    """What EarlyStopping reads of a trainer, at one position of a fit."""
+    return SimpleNamespace(fast_dev_run=False, sanity_checking=False, state="fit", current_epoch=epoch,
+                           global_step=step, fit_state=SimpleNamespace(batches_done=batches_done),
+                           callback_metrics={"val_loss": torch.tensor(value)}, should_stop=False,
+                           is_global_zero=True, check_val_every_n_epoch=1, enable_validation=True,
+                           val_check_batch=4, num_training_batches=8)
+
+
+def test_early_stopping_counts_a_validation_once_even_when_a_resumed_run_repeats_it():
+    stopper = EarlyStopping(monitor="val_loss", patience=2)
+    stopper.on_validation_end(stub_trainer(1.0, step=4, batches_done=4), None)
+    trainer = stub_trainer(1.5, step=8, batches_done=8)
+    stopper.on_validation_end(trainer, None)
+    assert stopper.wait_count == 1
+    # a checkpoint written at the end of that validation, and a resumed run that runs it again
+    resumed = EarlyStopping(monitor="val_loss", patience=2)
+    resumed.load_state_dict(stopper.state_dict())
+    again = stub_trainer(1.5, step=8, batches_done=8)
+    resumed.on_validation_end(again, None)
+    assert resumed.wait_count == 1 and not again.should_stop
+    # the next validation counts: with accumulated gradients it may share the global step
+    later = stub_trainer(1.5, step=8, batches_done=9)
+    resumed.on_validation_end(later, None)
+    assert resumed.wait_count == 2 and later.should_stop
+
+
+def test_early_stopping_without_its_key_raises_a_value_error_naming_the_logged_keys():
+    trainer = stub_trainer(1.0)
+    with pytest.raises(ValueError, match=r"^EarlyStopping\(monitor='val_acc'\) found no such logged value at epoch 0, "
+                                         r"step 8\. Logged keys: \['val_loss'\]\. Log it with "
+                                         r"self\.log\('val_acc', value\), fix the name, or pass strict=False"):
+        EarlyStopping(monitor="val_acc").on_validation_end(trainer, None)
+    EarlyStopping(monitor="val_acc", strict=False).on_validation_end(trainer, None)
+    assert not trainer.should_stop

@@ -7,11 +7,15 @@ from typing import Any
 
 import torch
 
+from ember._logging import log
 from ember.callbacks.base import Callback
 
 
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` checks.
+
+    A check counts once per position of the fit (epoch, global step, batches done): a resumed run that
+    runs again the validation its checkpoint was written in does not count it twice.
 
     Args:
         monitor: the logged key to watch.
@@ -19,7 +23,7 @@ class EarlyStopping(Callback):
         patience: checks without improvement before stopping (a check happens after each validation,
             or at each training epoch end when there is no validation).
         mode: 'min' or 'max'.
-        strict: raise if `monitor` was never logged (otherwise skip the check).
+        strict: raise a ValueError if `monitor` is not logged when a check is due (otherwise skip it).
         check_finite: stop when the metric becomes NaN or infinite.
         stopping_threshold: stop as soon as the metric is at least this good.
         divergence_threshold: stop as soon as the metric is worse than this.
@@ -50,6 +54,8 @@ class EarlyStopping(Callback):
         self.stopped_epoch = 0
         self.best_score = torch.tensor(math.inf if mode == "min" else -math.inf)
         self.stopping_reason_message: str | None = None
+        # where the last check was: (epoch, global_step, batches_done); see _check
+        self._last_check: tuple[int, int, int] | None = None
 
     @property
     def state_key(self) -> str:
@@ -73,13 +79,20 @@ class EarlyStopping(Callback):
     def _check(self, trainer) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state != "fit":
             return
+        # batches_done too: with gradient accumulation two validations can share a global step
+        position = (trainer.current_epoch, trainer.global_step, trainer.fit_state.batches_done)
+        if position == self._last_check:
+            return  # this validation was counted before the checkpoint we resumed from was written
         metrics = trainer.callback_metrics
         if self.monitor not in metrics:
             if self.strict:
-                raise KeyError(
-                    f"EarlyStopping(monitor={self.monitor!r}) found no such logged value. Logged keys: "
-                    f"{sorted(metrics)}. Log it with self.log(...), fix the name, or pass strict=False.")
+                raise ValueError(
+                    f"EarlyStopping(monitor={self.monitor!r}) found no such logged value at epoch "
+                    f"{trainer.current_epoch}, step {trainer.global_step}. Logged keys: {sorted(metrics)}. Log it "
+                    f"with self.log({self.monitor!r}, value), fix the name, or pass strict=False to skip checks "
+                    "without it.")
             return
+        self._last_check = position
         current = metrics[self.monitor].detach().float().cpu().reshape(())
         stop, reason = self._evaluate(current)
         if stop:
@@ -87,7 +100,7 @@ class EarlyStopping(Callback):
             self.stopping_reason_message = reason
             trainer.should_stop = True
             if self.verbose and trainer.is_global_zero:
-                print(f"EarlyStopping: {reason}")
+                log.info(f"EarlyStopping: {reason}")
 
     def _evaluate(self, current: torch.Tensor) -> tuple[bool, str | None]:
         better = torch.lt if self.mode == "min" else torch.gt
@@ -110,9 +123,12 @@ class EarlyStopping(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"wait_count": self.wait_count, "stopped_epoch": self.stopped_epoch,
-                "best_score": self.best_score, "patience": self.patience}
+                "best_score": self.best_score, "patience": self.patience,
+                "last_check": list(self._last_check) if self._last_check is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.wait_count = state["wait_count"]
         self.stopped_epoch = state["stopped_epoch"]
         self.best_score = state["best_score"]
+        last_check = state.get("last_check")  # absent from checkpoints of older ember and of Lightning
+        self._last_check = tuple(last_check) if last_check is not None else None

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from torch import nn
 
+from ember._logging import log
 from ember.callbacks.base import Callback
 
 
 class ModelSummary(Callback):
-    """Print name, type and parameter count of each child module (to `max_depth` levels).
+    """Show name, type and parameter count of each child module (to `max_depth` levels) when fit starts.
+
+    The table is an INFO message of the "ember" logger (on stderr unless the application configured
+    logging; `logging.getLogger("ember").setLevel(logging.WARNING)` hides it), as in Lightning.
+
+    Args:
+        max_depth: how many levels of submodules to list (1: the model's children).
 
     Example:
         >>> ember.Trainer(callbacks=[ModelSummary(max_depth=2)])
@@ -19,7 +26,7 @@ class ModelSummary(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            print(summarize(pl_module, self.max_depth))
+            log.info(summarize(pl_module, self.max_depth))
 
 
 def summarize(model: nn.Module, max_depth: int = 1) -> str:
