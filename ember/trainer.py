@@ -22,9 +22,10 @@ import torch
 from ember import __version__
 from ember.callbacks.base import Callback, CallbackList
 from ember.checkpoint import (LIGHTNING_VERSION_KEY, LIGHTNING_VERSION_VALUE, CheckpointError, load_checkpoint,
-                              load_weights, rng_states, save_checkpoint, set_rng_states, to_plain)
+                              load_weights, rng_states, save_checkpoint, set_rng_states)
 from ember.data import (DataModule, as_loader_list, loader_length, make_resumable, private_generator,
                         warn_not_resumable)
+from ember.hparams import to_plain
 from ember.logs import LogCollector
 from ember.module import Module
 from ember.optimizers import LRSchedulerConfig, ManualOptimizer, parse_optimizers
@@ -690,7 +691,7 @@ class Trainer:
         if model._hparams_name:
             checkpoint["hparams_name"] = model._hparams_name
         if self.datamodule is not None and self.datamodule.hparams:
-            checkpoint["datamodule_hyper_parameters"] = dict(self.datamodule.hparams)
+            checkpoint["datamodule_hyper_parameters"] = to_plain(dict(self.datamodule.hparams))
         if not weights_only:
             checkpoint.update(
                 loops=self.fit_state.state_dict(),
