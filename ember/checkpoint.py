@@ -19,11 +19,11 @@ A checkpoint written by `Trainer.save_checkpoint` holds:
 | `rng`              | python, numpy, torch and cuda generator states                    |
 
 Every value is a tensor or a plain Python container of numbers and strings, so the file loads with
-`torch.load(path, weights_only=True)`; typed hyperparameters (enums, paths, numpy values, ...) are
-stored as tagged plain dicts, which `ember.hparams.from_plain` turns back (`load_checkpoint` returns them
-still encoded; `Module.load_from_checkpoint` decodes them). `load_checkpoint` also reads Lightning's checkpoints: the two
-classes their hyperparameters may hold (Lightning's AttributeDict, argparse.Namespace) are allow-listed,
-and no other.
+`torch.load(path, weights_only=True)`. Typed hyperparameters (enums, paths, numpy values, ...) are stored
+as tagged plain dicts that `ember.hparams.from_plain` turns back: `load_checkpoint` returns them still
+encoded, `Module.load_from_checkpoint` decodes them. `load_checkpoint` also reads Lightning's checkpoints:
+the two classes their hyperparameters may hold (Lightning's AttributeDict, argparse.Namespace) are
+allow-listed, and no other.
 """
 
 from __future__ import annotations

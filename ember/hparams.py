@@ -14,27 +14,33 @@ as they are:
     are themselves stored as they are (str, int, float, bool, None, tuples of these)
 
 and every other accepted value as a tagged dict, `{"__ember__": <tag>, ...}`, whose fields are encoded
-in turn (so any nesting works):
+in turn (so any nesting works). `<dict>` is a dict encoded as above:
 
-| value                                | stored as                                                      |
-|--------------------------------------|----------------------------------------------------------------|
-| Enum member                          | `{"__ember__": "enum", "class": "pkg.mod:Color", "name": "RED"}` (a Flag: `"value": 3`) |
-| dict with other keys (Enum, frozenset), or with an `"__ember__"` key | `{"__ember__": "dict", "items": [[key, value], ...]}` |
-| collections.OrderedDict              | `{"__ember__": "OrderedDict", "items": <the dict>}`            |
-| ember's AttributeDict                | `{"__ember__": "AttributeDict", "items": <the dict>}`          |
-| Lightning's AttributeDict            | the same, plus `"class": "lightning.fabric.utilities.data.AttributeDict"` |
-| argparse.Namespace                   | `{"__ember__": "Namespace", "items": <vars() of it>}`          |
-| OmegaConf DictConfig, ListConfig     | `{"__ember__": "DictConfig", "items": <its container>}`, interpolations resolved |
-| set, frozenset, torch.Size           | `{"__ember__": "set", "items": [...]}` (tags `frozenset`, `torch.Size`) |
-| pathlib path                         | `{"__ember__": "path", "class": "PosixPath", "value": "data/train"}` |
-| torch.dtype, torch.device            | `{"__ember__": "torch.dtype", "value": "float32"}`, `{"__ember__": "torch.device", "value": "cuda:0"}` |
-| numpy bool, int or float scalar      | `{"__ember__": "numpy.generic", "dtype": "<f4", "value": 0.5}` |
-| numpy array (or another numpy scalar)| `{"__ember__": "numpy.ndarray", "dtype": "<f4", "shape": [2, 3], "data": <uint8 tensor of its bytes>}` |
-| bytes, complex                       | `{"__ember__": "bytes", "hex": "00ff"}`, `{"__ember__": "complex", "real": 1.0, "imag": 2.0}` |
+    Enum member           {"__ember__": "enum", "class": "pkg.mod:Color", "name": "RED"}
+                          (a Flag: "value": 3 instead of "name", since a combination has no one name)
+    dict with other keys  {"__ember__": "dict", "items": [[key, value], ...]}
+      (Enum, frozenset) or with an "__ember__" key
+    OrderedDict           {"__ember__": "OrderedDict", "items": <dict>}
+    ember AttributeDict   {"__ember__": "AttributeDict", "items": <dict>}
+    Lightning's one       the same plus "class": "lightning.fabric.utilities.data.AttributeDict"
+    argparse.Namespace    {"__ember__": "Namespace", "items": <dict of its attributes>}
+    OmegaConf configs     {"__ember__": "DictConfig" or "ListConfig", "items": <its container>}
+                          (interpolations resolved when saved)
+    set, frozenset        {"__ember__": "set" or "frozenset", "items": [...]} (sorted where sortable)
+    torch.Size            {"__ember__": "torch.Size", "items": [3, 4]}
+    pathlib path          {"__ember__": "path", "class": "PosixPath", "value": "data/train"}
+    torch.dtype           {"__ember__": "torch.dtype", "value": "float32"}
+    torch.device          {"__ember__": "torch.device", "value": "cuda:0"}
+    numpy scalar          {"__ember__": "numpy.generic", "dtype": "<f4", "value": 0.5}
+      (bool, int, float)
+    numpy array           {"__ember__": "numpy.ndarray", "dtype": "<f4", "shape": [2, 3],
+                           "data": <uint8 tensor of its bytes>} (tag "numpy.generic" for other scalars)
+    bytes                 {"__ember__": "bytes", "hex": "00ff"}
+    complex               {"__ember__": "complex", "real": 1.0, "imag": 2.0}
 
-Decoding imports nothing named by the file except an Enum's module: `from_plain` imports it, then uses
-the class only if it is an Enum subclass. A Lightning AttributeDict comes back as Lightning's class when
-Lightning is importable, else as ember's.
+Decoding runs nothing the file names but an Enum's module: `from_plain` imports that module, then uses
+what it finds only if it is an Enum class. A Lightning AttributeDict comes back as Lightning's class (one
+of four allow-listed names) where Lightning is installed, else as ember's.
 
 hparams.yaml (written by the CSV and TensorBoard loggers) shows `readable(value)`: what
 `yaml.safe_load` reads back and a person reads, e.g. `color: Color.RED`, `dtype: torch.float32`.
@@ -44,6 +50,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import contextvars
 import copy
 import dataclasses
 import enum
@@ -54,14 +62,14 @@ import os
 import pathlib
 import sys
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ember.attribute_dict import LIGHTNING_ATTRIBUTE_DICT_NAMES, AttributeDict
 
-__all__ = ["AttributeDict", "HyperparametersMixin", "from_plain", "readable", "to_plain"]
+__all__ = ["AttributeDict", "HyperparametersMixin", "from_plain", "passed_on_load", "readable", "to_plain"]
 
 TAG = "__ember__"
 # tensors and arrays with more elements show in hparams.yaml as their shape and dtype, not their values
@@ -70,6 +78,9 @@ _PATH_CLASSES = ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath")
 _ACCEPTED = ("numbers, strings, None, tensors, lists, tuples, dicts, sets, Enum members, pathlib paths, "
              "torch dtypes and devices, numpy values, argparse Namespaces, AttributeDicts and OmegaConf "
              "configs, nested in any way")
+# the arguments load_from_checkpoint is passing to __init__ itself: leaving those out needs no warning
+_PASSED_ON_LOAD: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("ember_passed_on_load",
+                                                                               default=frozenset())
 
 
 class HyperparametersMixin:
@@ -129,20 +140,22 @@ class HyperparametersMixin:
 
         left_out = [k for k, v in values.items() if isinstance(v, nn.Module) or callable(v)]
         defaults = _init_defaults(frame)
-        # note: an argument left at its default needs no note: loading builds it from the default again
-        noted = [k for k in left_out if not (k in defaults and defaults[k] is values[k])]
+        # note: an argument left at its default needs no note (loading builds it from the default again),
+        # nor one that load_from_checkpoint is passing right now
+        noted = [k for k in left_out if not (k in defaults and defaults[k] is values[k])
+                 and k not in _PASSED_ON_LOAD.get()]
+        loads = hasattr(type(self), "load_from_checkpoint")  # a Module does, a DataModule does not
         if noted:
-            warnings.warn(_left_out_note(owner, noted, values), stacklevel=2)
+            warnings.warn(_left_out_note(owner, noted, values, loads), stacklevel=2)
         values = {k: v for k, v in values.items() if k not in left_out}
 
         for name, value in values.items():
             try:
                 to_plain(value, f"argument {name!r}")  # refuse now what a checkpoint could not hold later
             except TypeError as err:
-                raise TypeError(
-                    f"{owner}.save_hyperparameters(): {err} Or leave the argument out with "
-                    f"self.save_hyperparameters(ignore=[{name!r}]) and pass it when loading: "
-                    f"{owner}.load_from_checkpoint(path, {name}=...).") from None
+                when = f" and pass it when loading: {owner}.load_from_checkpoint(path, {name}=...)" if loads else ""
+                raise TypeError(f"{owner}.save_hyperparameters(): {err} Or leave the argument out with "
+                                f"self.save_hyperparameters(ignore=[{name!r}]){when}.") from None
         self._hparams = AttributeDict(values)
         self._hparams_initial = AttributeDict(copy.deepcopy(values))
 
@@ -153,6 +166,17 @@ class HyperparametersMixin:
     @property
     def hparams_initial(self) -> AttributeDict:
         return self._hparams_initial
+
+
+@contextlib.contextmanager
+def passed_on_load(names: Sequence[str]) -> Iterator[None]:
+    """While `load_from_checkpoint` builds a model with these arguments given, leaving them out of the
+    hyperparameters needs no warning: the caller is doing what the warning asks."""
+    token = _PASSED_ON_LOAD.set(frozenset(names))
+    try:
+        yield
+    finally:
+        _PASSED_ON_LOAD.reset(token)
 
 
 def _init_frame(frame: Any) -> Any:
@@ -215,13 +239,13 @@ def _items_of(obj: Any, owner: str) -> dict[str, Any]:
     return items
 
 
-def _left_out_note(owner: str, names: list[str], values: Mapping[str, Any]) -> str:
+def _left_out_note(owner: str, names: list[str], values: Mapping[str, Any], loads: bool) -> str:
     listed = ", ".join(f"{name!r} ({_describe(values[name])})" for name in names)
     kwargs = ", ".join(f"{name}=..." for name in names)
+    them = "it" if len(names) == 1 else "them"
+    when = f"Pass {them} again when loading: {owner}.load_from_checkpoint(path, {kwargs}). " if loads else ""
     return (f"{owner}.save_hyperparameters() left out {listed}: a checkpoint holds no modules or callables. "
-            f"Pass {'it' if len(names) == 1 else 'them'} again when loading: "
-            f"{owner}.load_from_checkpoint(path, {kwargs}). self.save_hyperparameters(ignore={names!r}) "
-            "says so and silences this warning.")
+            f"{when}self.save_hyperparameters(ignore={names!r}) says so and silences this warning.")
 
 
 def _describe(value: Any) -> str:
@@ -309,11 +333,11 @@ def _plain_key(key: Any) -> bool:
 
 
 def _ordered(items: Any) -> list[Any]:
-    """A set's items in a fixed order where they can be sorted, so equal sets encode the same way."""
+    """A set's items in a fixed order, so that equal sets encode (and show) the same way in every process."""
     try:
         return sorted(items)
-    except TypeError:
-        return list(items)
+    except TypeError:  # items that do not compare (Enum members, mixed types), in the order of their repr
+        return sorted(items, key=lambda item: (type(item).__qualname__, repr(item)))
 
 
 def _encode_enum(value: enum.Enum, where: str) -> dict[str, Any]:
@@ -322,8 +346,9 @@ def _encode_enum(value: enum.Enum, where: str) -> dict[str, Any]:
     if _lookup(sys.modules.get(cls.__module__), cls.__qualname__) is not cls:
         raise TypeError(
             f"{where} is {value!r}, a member of the Enum {cls.__qualname__}, which cannot be found again "
-            f"by its name {path} when the checkpoint loads (it is defined inside a function or replaced). "
-            "Define the Enum at the top level of a module.")
+            f"by its name {path} when the checkpoint loads (it is defined inside a function or replaced; a "
+            "checkpoint loads with torch.load(weights_only=True), so it stores an Enum member as its class's "
+            "import path and its name). Define the Enum at the top level of a module.")
     if isinstance(value, enum.Flag):  # a combination of flags has no single name
         return {TAG: "enum", "class": path, "value": to_plain(value.value, where)}
     return {TAG: "enum", "class": path, "name": value.name}
@@ -559,15 +584,17 @@ def readable(value: Any) -> Any:
 
 
 def _readable_array(value: Any) -> Any:
-    numeric = (not value.is_complex()) if isinstance(value, torch.Tensor) else value.dtype.kind in "biuf"
-    size = value.numel() if isinstance(value, torch.Tensor) else value.size
-    if numeric and size <= _READABLE_ELEMENTS:
-        if value.dtype.is_floating_point if isinstance(value, torch.Tensor) else value.dtype.kind == "f":
-            if value.dtype.itemsize < 8:  # 0.1, not the float32's 0.10000000149011612
-                return _shortest(value.tolist(), half=str(value.dtype) in ("float16", "torch.float16"))
+    """A tensor or numpy value: small numeric ones as (nested lists of) numbers, others summarized."""
+    is_tensor = isinstance(value, torch.Tensor)
+    numeric = not value.is_complex() if is_tensor else value.dtype.kind in "biuf"
+    if numeric and (value.numel() if is_tensor else value.size) <= _READABLE_ELEMENTS:
+        floating = value.dtype.is_floating_point if is_tensor else value.dtype.kind == "f"
+        if floating and value.dtype.itemsize < 8:  # 0.1, not the float32's 0.10000000149011612
+            return _shortest(value.tolist(), half=str(value.dtype) in ("float16", "torch.float16"))
         return value.tolist()  # a scalar's tolist() is its Python number
-    name = "tensor" if isinstance(value, torch.Tensor) else "array"
-    return f"{name}(shape={list(value.shape)}, dtype={value.dtype})" if value.ndim else str(value)
+    if not value.ndim:
+        return str(value)  # a numpy datetime, string or complex scalar
+    return f"{'tensor' if is_tensor else 'array'}(shape={list(value.shape)}, dtype={value.dtype})"
 
 
 def _shortest(values: Any, half: bool) -> Any:

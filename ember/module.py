@@ -14,7 +14,7 @@ from torch import nn
 
 from ember.checkpoint import CheckpointError, load_checkpoint, load_weights
 from ember.data import move_to_device
-from ember.hparams import TAG, AttributeDict, HyperparametersMixin, from_plain, readable
+from ember.hparams import TAG, AttributeDict, HyperparametersMixin, from_plain, passed_on_load, readable
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer
@@ -334,7 +334,8 @@ def _instantiate(cls: type, hparams: dict[str, Any], kwargs: Mapping[str, Any], 
         merged = {**hparams, **kwargs}
         call = merged if takes_any else {k: v for k, v in merged.items() if k in params}
     try:
-        return cls(**call)
+        with passed_on_load(list(kwargs)):
+            return cls(**call)
     except TypeError as err:
         required = [name for name, p in list(params.items())[1:] if p.default is p.empty
                     and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
