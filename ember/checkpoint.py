@@ -5,7 +5,7 @@ A checkpoint written by `Trainer.save_checkpoint` holds:
 | key                | what                                                              |
 |--------------------|-------------------------------------------------------------------|
 | `state_dict`       | the model weights (Lightning's key, so weights move both ways)    |
-| `hyper_parameters` | what `save_hyperparameters()` recorded, as plain Python values    |
+| `hyper_parameters` | what `save_hyperparameters()` recorded (`ember.hparams.to_plain`)  |
 | `epoch`, `global_step` | where the run was                                             |
 | `loops`            | the fit loop's position: epoch, batches done, whether it finished |
 | `optimizers`       | `{"0": {"class": "Adam", "state": ...}, ...}`                     |
@@ -19,14 +19,15 @@ A checkpoint written by `Trainer.save_checkpoint` holds:
 | `rng`              | python, numpy, torch and cuda generator states                    |
 
 Every value is a tensor or a plain Python container of numbers and strings, so the file loads with
-`torch.load(path, weights_only=True)`. `load_checkpoint` also reads Lightning's checkpoints: the two
-classes their hyperparameters may hold (Lightning's AttributeDict, argparse.Namespace) are allow-listed,
-and no other.
+`torch.load(path, weights_only=True)`. Typed hyperparameters (enums, paths, numpy values, ...) are stored
+as tagged plain dicts that `ember.hparams.from_plain` turns back: `load_checkpoint` returns them still
+encoded, `Module.load_from_checkpoint` decodes them. `load_checkpoint` also reads Lightning's checkpoints:
+the two classes their hyperparameters may hold (Lightning's AttributeDict, argparse.Namespace) are
+allow-listed, and no other.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 import tempfile
@@ -36,6 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+
+from ember.attribute_dict import LIGHTNING_ATTRIBUTE_DICT_NAMES, AttributeDict
 
 EXTENSION = ".ckpt"
 # Lightning checks for this key when it loads a checkpoint; with it, an ember checkpoint opens there too.
@@ -146,14 +149,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict[s
     return checkpoint
 
 
-# Where Lightning's AttributeDict class has lived. Lightning pickles it when a hyperparameter is one (a
-# checkpoint of `__init__(self, cfg)` called with an AttributeDict); a safe load refuses unknown classes.
-_ATTRIBUTE_DICT_NAMES = (
-    "lightning.fabric.utilities.data.AttributeDict",
-    "lightning_fabric.utilities.data.AttributeDict",
-    "lightning.pytorch.utilities.parsing.AttributeDict",
-    "pytorch_lightning.utilities.parsing.AttributeDict",
-)
 _made_by_stand_in = threading.local()
 
 
@@ -175,14 +170,13 @@ def _foreign_safe_globals() -> list[Any]:
     import argparse
 
     _made_by_stand_in.ids = set()
-    return [(_AttributeDictStandIn, name) for name in _ATTRIBUTE_DICT_NAMES] + [argparse.Namespace]
+    return [(_AttributeDictStandIn, name) for name in LIGHTNING_ATTRIBUTE_DICT_NAMES] + [argparse.Namespace]
 
 
 def _attribute_dicts_back(value: Any) -> Any:
     ids = _made_by_stand_in.ids
     if not ids:
         return value
-    from ember.hparams import AttributeDict
 
     def convert(item: Any) -> Any:
         if type(item) is dict:
@@ -228,40 +222,6 @@ def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
 def _short(names: list[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
-def to_plain(value: Any, where: str = "hyper_parameters") -> Any:
-    """Turn hyperparameters into plain Python values (dict, list, str, numbers, None) for a safe load.
-
-    OmegaConf configs, argparse Namespaces, tuples, paths and enums are converted; other objects raise.
-    """
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, (os.PathLike,)):
-        return os.fspath(value)
-    if isinstance(value, torch.dtype):
-        return str(value)
-    if type(value).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        return to_plain(OmegaConf.to_container(value, resolve=True), where)
-    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
-        return to_plain(vars(value), where)
-    if isinstance(value, Mapping):
-        return {str(k): to_plain(v, f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, enum.Enum):
-        return value.name
-    if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalars
-        return value.item()
-    raise TypeError(
-        f"{where} is a {type(value).__name__}, which a checkpoint cannot hold safely (it loads with "
-        "weights_only=True, so only tensors, numbers, strings, lists and dicts). Pass plain values to "
-        "save_hyperparameters, or leave this argument out with save_hyperparameters(ignore=[...])."
-    )
 
 
 @dataclass

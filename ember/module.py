@@ -14,7 +14,7 @@ from torch import nn
 
 from ember.checkpoint import CheckpointError, load_checkpoint, load_weights
 from ember.data import move_to_device
-from ember.hparams import AttributeDict, HyperparametersMixin
+from ember.hparams import TAG, AttributeDict, HyperparametersMixin, from_plain, passed_on_load, readable
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer
@@ -270,37 +270,85 @@ class Module(HyperparametersMixin, nn.Module):
                              strict: bool | None = None, **kwargs: Any) -> "Module":
         """Build the module from the checkpoint's hyperparameters (updated by `kwargs`) and load its weights.
 
+        Hyperparameters come back with the types they were saved with. Arguments the checkpoint does not
+        hold (an `nn.Module` or callable that `save_hyperparameters` left out) are passed as `kwargs`.
+
+        Args:
+            checkpoint_path: the `.ckpt` file.
+            map_location: where the weights go once loaded (a device).
+            hparams_file: a YAML file whose values replace the checkpoint's (where they differ from it).
+            strict: whether the weights must match the model's keys exactly (default True).
+            **kwargs: `__init__` arguments, replacing the stored ones.
+
         Example:
             >>> model = Classifier.load_from_checkpoint("runs/version_0/checkpoints/last.ckpt")
+            >>> model = Finetuner.load_from_checkpoint(path, backbone=resnet18())  # a left-out module
         """
         checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        source = str(checkpoint_path)
+        hparams = _stored_hparams(cls, checkpoint.get("hyper_parameters") or {}, kwargs, source)
         if hparams_file is not None:
             import yaml
 
             with open(hparams_file) as f:
-                hparams.update(yaml.safe_load(f) or {})
-        hparams.update(kwargs)
-        model = _instantiate(cls, hparams, checkpoint.get("hparams_name"), str(checkpoint_path))
+                from_file = yaml.safe_load(f) or {}
+            # hparams.yaml shows typed values readably (an Enum as 'Color.RED'): where the file shows the
+            # stored value unchanged, the stored, typed value stays
+            hparams.update({k: v for k, v in from_file.items() if k not in hparams or readable(hparams[k]) != v})
+        model = _instantiate(cls, hparams, kwargs, checkpoint.get("hparams_name"), source)
         model.on_load_checkpoint(checkpoint)
         load_weights(model, checkpoint["state_dict"], strict=True if strict is None else strict,
-                     source=f"the checkpoint {str(checkpoint_path)!r}")
+                     source=f"the checkpoint {source!r}")
         if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             model.to(map_location)
         return model
 
 
-def _instantiate(cls: type, hparams: dict[str, Any], hparams_name: str | None, source: str) -> Any:
-    signature = inspect.signature(cls.__init__)
-    params = signature.parameters
+def _stored_hparams(cls: type, stored: Mapping[str, Any], kwargs: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The checkpoint's hyperparameters decoded, except those `kwargs` replace (which need not decode here)."""
+    if TAG in stored:  # hyperparameters saved from one dict that had non-str keys
+        stored = from_plain(stored)
+    hparams = {}
+    for name, value in stored.items():
+        if name in kwargs:
+            continue
+        try:
+            hparams[name] = from_plain(value)
+        except ValueError as err:
+            raise CheckpointError(
+                f"The hyperparameter {name!r} in {source} cannot be rebuilt here: {err}. Pass it yourself: "
+                f"{cls.__name__}.load_from_checkpoint(path, {name}=...).") from err
+    return hparams
+
+
+def _instantiate(cls: type, hparams: dict[str, Any], kwargs: Mapping[str, Any], hparams_name: str | None,
+                 source: str) -> Any:
+    params = inspect.signature(cls.__init__).parameters
     if hparams_name and hparams_name in params and params[hparams_name].kind is not params[hparams_name].VAR_KEYWORD:
-        return cls(**{hparams_name: AttributeDict(hparams)})
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    kwargs = hparams if takes_any else {k: v for k, v in hparams.items() if k in params}
+        # saved with save_hyperparameters(obj): the stored items are `obj`; a kwarg that names another
+        # __init__ argument is that argument (as in Lightning), any other kwarg replaces an item of `obj`
+        own = {k: v for k, v in kwargs.items() if k in params and k != hparams_name}
+        items = {**hparams, **{k: v for k, v in kwargs.items() if k not in own}}
+        call = {hparams_name: AttributeDict(items), **own}
+    else:
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        merged = {**hparams, **kwargs}
+        call = merged if takes_any else {k: v for k, v in merged.items() if k in params}
     try:
-        return cls(**kwargs)
+        with passed_on_load(list(kwargs)):
+            return cls(**call)
     except TypeError as err:
+        required = [name for name, p in list(params.items())[1:] if p.default is p.empty
+                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        missing = [name for name in required if name not in call]
+        if missing:
+            fix = (f"The checkpoint does not hold {missing} (save_hyperparameters leaves out modules and "
+                   f"callables); pass {'it' if len(missing) == 1 else 'them'}: {cls.__name__}.load_from_checkpoint("
+                   f"path, {', '.join(f'{name}=...' for name in missing)}).")
+        else:
+            fix = ("Pass the missing arguments to load_from_checkpoint(..., name=value), or call "
+                   "self.save_hyperparameters() in __init__ so checkpoints record them.")
         raise CheckpointError(
-            f"Could not build {cls.__name__} from the hyperparameters in {source} "
-            f"({sorted(hparams)}): {err}. Pass the missing arguments to load_from_checkpoint(..., name=value), "
-            "or call self.save_hyperparameters() in __init__ so checkpoints record them.") from err
+            f"Could not build {cls.__name__} from the hyperparameters in {source} ({sorted(hparams)}) and "
+            f"the arguments given ({sorted(kwargs)}): "
+            f"{err}. {fix}") from err

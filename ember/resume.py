@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 from ember import __version__
 from ember.checkpoint import (LIGHTNING_VERSION_KEY, LIGHTNING_VERSION_VALUE, CheckpointError, Part, gather,
-                              load_checkpoint, load_weights, restore, save_checkpoint, to_plain,
-                              unique_state_keys)
+                              load_checkpoint, load_weights, restore, save_checkpoint, unique_state_keys)
+from ember.hparams import to_plain
 from ember.seed import rng_states, set_rng_states
 
 log = logging.getLogger("ember")
@@ -54,7 +54,7 @@ class Checkpointing:
         if model._hparams_name:
             checkpoint["hparams_name"] = model._hparams_name
         if self.datamodule is not None and self.datamodule.hparams:
-            checkpoint["datamodule_hyper_parameters"] = dict(self.datamodule.hparams)
+            checkpoint["datamodule_hyper_parameters"] = to_plain(dict(self.datamodule.hparams))
         if not weights_only and self.optimization is not None:
             checkpoint.update(gather(self._early_parts()))
             checkpoint.update(gather(self._parts()))

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from ember.hparams import readable
+
 
 class Logger:
     """Base class of ember's loggers.
@@ -163,12 +165,14 @@ def add_prefix(metrics: Mapping[str, Any], prefix: str, sep: str = "-") -> dict[
 
 def scalar_params(params: Any) -> dict[str, bool | int | float | str]:
     """Hyperparameters as one level of numbers, strings and bools, the values TensorBoard and MLflow
-    store: nested dicts become 'a/b' keys, one-element tensors their number, anything else its str()."""
-    if not isinstance(params, Mapping):
-        params = vars(params)  # an argparse Namespace
-    flat = flatten(params)
+    store: nested dicts become 'a/b' keys, other values as hparams.yaml shows them (`readable`), lists as
+    their str()."""
+    flat = flatten(readable(params))  # a dict or an argparse Namespace
     for key, value in flat.items():
-        if hasattr(value, "numel") and value.numel() == 1:
-            value = value.item()
         flat[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return flat
+
+
+def dump_hparams(params: Mapping[str, Any], yaml: Any) -> str:
+    """hparams.yaml's text: one `name: value` line per hyperparameter, lists of numbers on one line."""
+    return yaml.safe_dump(params, sort_keys=False, default_flow_style=None)

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ember.loggers.base import FolderLogger, add_prefix
+from ember.hparams import readable
+from ember.loggers.base import FolderLogger, add_prefix, dump_hparams
 
 
 class CSVLogger(FolderLogger):
@@ -52,11 +53,9 @@ class CSVLogger(FolderLogger):
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         import yaml
 
-        from ember.checkpoint import to_plain
-
-        self._hparams.update(to_plain(dict(params)))
+        self._hparams.update(readable(params))
         Path(self.log_dir).mkdir(parents=True, exist_ok=True)
-        _write_atomic(Path(self.log_dir) / "hparams.yaml", yaml.safe_dump(self._hparams, sort_keys=False))
+        _write_atomic(Path(self.log_dir) / "hparams.yaml", dump_hparams(self._hparams, yaml))
 
     def save(self) -> None:
         """Append the buffered rows to metrics.csv (rewritten whole when new columns appear)."""

@@ -22,8 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from ember.checkpoint import to_plain
-from ember.loggers.base import FolderLogger, add_prefix, scalar_params
+from ember.hparams import readable
+from ember.loggers.base import FolderLogger, add_prefix, dump_hparams, scalar_params
 from ember.loggers.csv import _write_atomic
 
 _SESSION_STATUS = {"success": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupted": "STATUS_ABORTED"}
@@ -81,9 +81,9 @@ class TensorBoardLogger(FolderLogger):
         from tensorboard.plugins.hparams import metadata
         from tensorboard.plugins.hparams.plugin_data_pb2 import SessionStartInfo
 
-        self._hparams.update(to_plain(params if isinstance(params, Mapping) else vars(params)))
+        self._hparams.update(readable(params))
         os.makedirs(self.log_dir, exist_ok=True)
-        _write_atomic(Path(self.log_dir) / "hparams.yaml", yaml.safe_dump(self._hparams, sort_keys=False))
+        _write_atomic(Path(self.log_dir) / "hparams.yaml", dump_hparams(self._hparams, yaml))
         start = SessionStartInfo(start_time_secs=time.time())
         for key, value in scalar_params(self._hparams).items():
             if isinstance(value, bool):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
+from ember.hparams import readable
 from ember.loggers.base import Logger, add_prefix
 
 STEP_METRIC = "trainer/global_step"
@@ -113,8 +114,8 @@ class WandbLogger(Logger):
         self.experiment.log(row)
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        params = params if isinstance(params, Mapping) else vars(params)  # or an argparse Namespace
-        self.experiment.config.update(dict(params), allow_val_change=True)
+        # readable(): W&B's config holds JSON-like values, and shows them as hparams.yaml does
+        self.experiment.config.update(readable(params), allow_val_change=True)  # a dict or a Namespace
 
     def log_table(self, key: str, columns: Sequence[str] | None = None, data: Sequence[Sequence[Any]] | None = None,
                   dataframe: Any = None, step: int | None = None) -> None:
