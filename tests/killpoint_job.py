@@ -74,7 +74,7 @@ OPTIONS: dict[str, tuple] = {
     "augment": (False, True),  # the training dataset's __getitem__ draws torch.rand
     "logger": ("csv", "tensorboard", "mlflow", "wandb"),
     "early_stopping": (0, 1, 2),  # 0: none; N: EarlyStopping(patience=N) that stops mid-run (see below)
-    "checkpoint": ("last", "topk", 1, 2, 3, 4, 5),  # an int k: every_n_train_steps=k
+    "checkpoint": ("last", "topk", 3),  # "last": the default style; an int k (any): every_n_train_steps=k
     "resume_from": ("last", "newest"),
 }
 DEFAULTS: dict[str, Any] = {name: values[0] for name, values in OPTIONS.items()}
@@ -94,6 +94,8 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown options {sorted(unknown)}; known: {sorted(OPTIONS)}")
     full = {**DEFAULTS, **config}
     for name, value in full.items():
+        if name == "checkpoint" and type(value) is int and value >= 1:
+            continue
         if value not in OPTIONS[name] or type(value) is not type(next(v for v in OPTIONS[name] if v == value)):
             raise ValueError(f"{name}={value!r}; expected one of {OPTIONS[name]}")
     if full["manual"] and full["scheduler"].startswith("plateau"):
@@ -228,9 +230,9 @@ class KillSwitch:
         if trainer is not None:
             where.update(global_step=trainer.global_step, epoch=trainer.current_epoch,
                          batches_done=trainer.fit_state.batches_done)
-        (self.root / "killed.json").write_text(json.dumps(where))
         if write is not None:
-            write()  # the half-written checkpoint, synced, just before the signal
+            where["partial_write"] = write()  # half of a checkpoint, synced, just before the signal
+        (self.root / "killed.json").write_text(json.dumps(where))
         print(f"killing myself with {where['signal']} at {where}", flush=True)
         os.kill(os.getpid(), self.signum)
         if self.signum == signal.SIGKILL:
@@ -311,6 +313,8 @@ def interrupt_the_next_torch_save(switch: KillSwitch, trainer: ember.Trainer) ->
             f.write(data[: len(data) // 2])
             f.flush()
             os.fsync(f.fileno())
+            path = os.readlink(f"/proc/self/fd/{f.fileno()}") if os.path.isdir("/proc/self/fd") else None
+            return {"path": path, "written": len(data) // 2, "size": len(data)}
 
         switch.fire(trainer, write_half)
         f.write(data[len(data) // 2:])  # reached only if the signal did not end the process
@@ -435,7 +439,8 @@ def serve() -> None:
     """Run jobs for the tests, each in a child forked from this process.
 
     Starting Python and importing torch and ember takes seconds on a busy machine, many times what a job
-    trains; this process pays it once. It reads one JSON request a line from stdin:
+    trains; this process pays it once. It says {"ready": true} on stdout when it has imported them, then
+    reads one JSON request a line from stdin:
     {"argv": [...], "log": path, "timeout": seconds, "env": {...}, "preload": [modules]}. It imports
     the `preload` modules itself (a logger's library), then forks; the child, in its own process group
     with stdout and stderr going to `log`, runs `main(argv)` and exits. The reply, one JSON line on
@@ -445,6 +450,7 @@ def serve() -> None:
     """
     torch.set_num_threads(1)
     _preload(BASE_PRELOAD)
+    print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         _preload(request.get("preload", ()))
