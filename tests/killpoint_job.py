@@ -395,6 +395,7 @@ def run(root: Path, config: dict[str, Any], kill: str | None, signum: int, resum
     torch.save(model.state_dict(), root / "weights.pt")
     checkpoint = trainer.checkpoint_callback
     result = {
+        "config": config,
         "global_step": trainer.global_step,
         "current_epoch": trainer.current_epoch,
         "should_stop": trainer.should_stop,

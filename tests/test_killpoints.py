@@ -149,29 +149,26 @@ SLOW_VARIANTS = [
 ]
 
 
-def applicable(kill: str, config: dict[str, Any]) -> bool:
+def needed(kill: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options`, with what the kill point needs to occur at all: an accumulation window, or EarlyStopping."""
     point = kill.split("#")[0]
-    if point == "mid_accumulation":
-        return config["accumulate"] > 1
-    if point == "early_stop":
-        return config["early_stopping"] > 0
-    return True
+    if point == "mid_accumulation" and options.get("accumulate", 1) == 1:
+        return {**options, "accumulate": 3}
+    if point == "early_stop" and not options.get("early_stopping"):
+        return {**options, "early_stopping": 2}
+    return options
 
 
 def slow_cells() -> list[Cell]:
     cells = []
     for kill in SLOW_KILLS:
         for values in itertools.product(*SLOW_AXES.values()):
-            options = dict(zip(SLOW_AXES, values))
-            if applicable(kill, check_config(options)):
-                cells.append(cell(kill, **options))
+            cells.append(cell(kill, **needed(kill, dict(zip(SLOW_AXES, values)))))
         for variant in SLOW_VARIANTS:
-            options = {"checkpoint": 3, **variant}
-            if applicable(kill, check_config(options)):
-                cells.append(cell(kill, **options))
-        cells.append(cell(kill, signal="TERM", checkpoint=3))
+            cells.append(cell(kill, **needed(kill, {"checkpoint": 3, **variant})))
+        cells.append(cell(kill, signal="TERM", **needed(kill, {"checkpoint": 3})))
     fast = {c.id for c in FAST}
-    unique = {c.id: c for c in cells if c.id not in fast}
+    unique = {c.id: c for c in cells if c.id not in fast}  # the same cell reached twice runs once
     return list(unique.values())
 
 
