@@ -37,7 +37,6 @@ import atexit
 import gc
 import io
 import json
-import math
 import os
 import signal
 import sys
@@ -215,14 +214,15 @@ class KillSwitch:
                 raise ValueError(f"--kill {spec!r}: @before applies to hook names only")
             self.point, self.occurrence, self.before = point, int(number), bool(where)
 
-    def reached(self, point: str, trainer: Any, before: bool = False, write: Any = None) -> None:
-        if trainer is not None and trainer.sanity_checking:
+    def reached(self, point: str, trainer: Any, before: bool = False) -> None:
+        """`point` happens (`before`: is about to happen, seen from the @before position)."""
+        if trainer.sanity_checking:
             return
-        if not before:  # occurrences are counted once (the @before position sees the same ones)
+        if not before:  # each occurrence is counted once, at the after position
             self.counts[point] = self.counts.get(point, 0) + 1
         count = self.counts.get(point, 0) + (1 if before else 0)
         if point == self.point and before == self.before and count == self.occurrence:
-            self.fire(trainer, write)
+            self.fire(trainer)
 
     def fire(self, trainer: Any, write: Any = None) -> None:
         where = {"point": self.point, "occurrence": self.occurrence, "before": self.before,

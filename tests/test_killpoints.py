@@ -16,7 +16,10 @@ A resume with DataLoader workers that draw random numbers (augment=True, num_wor
 in the middle of an epoch: there the cell expects one warning that says so instead of equal weights.
 
     pytest tests/test_killpoints.py -m "not slow"   # the fast subset: each kill point and option once
-    pytest tests/test_killpoints.py -m slow         # the cross product
+    pytest tests/test_killpoints.py -m slow         # the cross product (see slow_cells)
+    pytest "tests/test_killpoints.py::test_killpoint_cross_product[kill=on_train_end#1-ckpt=topk]"
+
+(One cell, by its node id: `-k` does not accept the '#' of a cell's id.)
 
 Timings (the server's start, each uninterrupted run, each killed and resumed run, reading the logs) are
 printed at the end of the session. KILLPOINT_FORK_SERVER=0 runs every job as a fresh `python` process
@@ -131,8 +134,9 @@ FAST = [
     cell("on_train_batch_end#15", checkpoint=4, logger="wandb"),
 ]
 
-# The slow matrix: every kill point across the axes that decide where checkpoints fall (accumulation,
-# validation interval, checkpoint kind), then across each other option on its own.
+# The slow matrix: every kill point across the axes that decide where checkpoints fall (accumulation x
+# validation interval x checkpoint kind), then across each other option on its own (over
+# every_n_train_steps=3), then with SIGTERM. (All options crossed would be ~10^5 cells.)
 SLOW_KILLS = [
     "on_train_batch_end#7", "on_train_batch_end#16", "on_before_optimizer_step#2", "on_before_optimizer_step#12",
     "on_validation_end#2", "on_validation_end#2@before", "on_validation_batch_end#3", "on_validation_batch_end#7",
@@ -515,7 +519,8 @@ def kill_and_resume(c: Cell, jobs: Jobs, baselines: Baselines, tmp_path: Path, s
             problems.append(f"expected one warning matching {WORKER_WARNING.pattern!r} on this resume (workers "
                             f"draw random numbers), got {len(warned)}; all warnings: "
                             f"{[w['message'][:200] for w in resumed.result['warnings']]}")
-    assert not problems, f"killed at {where}, resumed from {resumed.result['resumed_from']}:\n- " + "\n- ".join(problems)
+    assert not problems, f"killed at {where}, resumed from {resumed.result['resumed_from']}:\n- " + \
+        "\n- ".join(problems)
 
 
 @pytest.mark.parametrize("c", FAST, ids=[c.id for c in FAST])
