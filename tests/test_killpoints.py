@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 import torch
 
-from killpoint_job import DEFAULTS, OPTIONS, SPECIAL_POINTS, check_config
+from killpoint_job import BATCH_SIZE, DEFAULTS, OPTIONS, SPECIAL_POINTS, TRAIN_SAMPLES, check_config
 
 # The warning a resume must give when DataLoader workers draw random numbers (augment=True with
 # num_workers>0) and the checkpoint is in the middle of an epoch. ASSUMED PHRASE: the message names the
@@ -58,6 +58,7 @@ JOB = Path(__file__).resolve().parent / "killpoint_job.py"
 REPO = JOB.parents[1]
 JOB_TIMEOUT = 180  # seconds for one run of the job, on a busy machine
 PRELOAD = {"mlflow": ["mlflow"], "wandb": ["wandb"]}  # what the fork server imports for a logger
+BATCHES_PER_EPOCH = -(-TRAIN_SAMPLES // BATCH_SIZE)
 
 # --- the cells ------------------------------------------------------------------------------------------
 
@@ -476,8 +477,9 @@ def compare(base: Run, resumed: Run, config: dict[str, Any], exact: bool) -> lis
 
 
 def resumed_mid_epoch(resumed: Run) -> bool:
+    """The resume starts inside an epoch that has training batches left to load."""
     restored = resumed.result["resumed_from"]
-    return bool(restored and restored["batches_done"] and not restored["epoch_finished"])
+    return bool(restored and 0 < restored["batches_done"] < BATCHES_PER_EPOCH and not restored["epoch_finished"])
 
 
 def kill_and_resume(c: Cell, jobs: Jobs, baselines: Baselines, tmp_path: Path, strict: bool) -> None:
