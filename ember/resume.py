@@ -182,14 +182,11 @@ class Checkpointing:
 
     def _find_last_checkpoint(self) -> str | None:
         """The newest `last*.ckpt` of this run, else its newest checkpoint; never one of another run."""
-        for folder in self._last_checkpoint_folders():
-            path = Path(folder)
-            if not path.is_dir():
-                continue
-            for pattern in ("last*.ckpt", "*.ckpt"):
-                found = [p for p in path.glob(pattern) if p.is_file()]
-                if found:
-                    return str(max(found, key=lambda p: p.stat().st_mtime_ns))
+        folders = [Path(f) for f in self._last_checkpoint_folders() if Path(f).is_dir()]
+        for pattern in ("last*.ckpt", "*.ckpt"):
+            found = [p for folder in folders for p in folder.glob(pattern) if p.is_file()]
+            if found:
+                return str(max(found, key=lambda p: p.stat().st_mtime_ns))
         return None
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
@@ -197,14 +194,15 @@ class Checkpointing:
         model.on_load_checkpoint(checkpoint)
         self._callbacks.on_load_checkpoint(self, model, checkpoint)
         restore(self._parts(), checkpoint, f"The checkpoint {self.ckpt_path!r}")
-        if state.epoch_finished:  # written at the end of an epoch, after its last batch
+        into_epoch = state.batches_done > 0 and not state.epoch_ended
+        if state.epoch_ended and state.epoch_finished:  # written at the end of an epoch: the next one is due
             state.next_epoch()
-        elif state.batches_done > 0:
+        elif into_epoch:
             self._data.check_resume(self.train_dataloader)
         for logger in self.loggers:
             logger.resume_at(self.global_step)
         where = f"epoch {state.epoch}, batch {state.batches_done}, global step {state.global_step}"
-        if state.finished or self._fit_done():
+        if state.finished or (not into_epoch and self._fit_done()):
             log.warning("Restored %s (%s): that run had finished; there is nothing left to train. Raise "
                         "max_epochs / max_steps to train further.", self.ckpt_path, where)
         else:

@@ -23,6 +23,9 @@ class FitState:
         global_step: optimizer steps taken since the fit began.
         batches_done: training batches of the current epoch already trained (0 at an epoch's start).
         epoch_finished: the current epoch's batches are all done (its end hooks may still be running).
+        epoch_ended: the callbacks' `on_train_epoch_end` of this epoch has begun (after the module's hook,
+            the epoch's logged values and the epoch schedulers), so a checkpoint written there resumes
+            after the epoch's end instead of running it again.
         validated_at: `batches_done` when validation last ran in this epoch (-1: not yet this epoch).
             It is set when that validation's metrics are complete, before `on_validation_end`, so a
             checkpoint written there resumes after the validation instead of running it twice.
@@ -40,6 +43,7 @@ class FitState:
     global_step: int = 0
     batches_done: int = 0
     epoch_finished: bool = False
+    epoch_ended: bool = False
     validated_at: int = -1
     total_batches: int = 0
     data_seed: int = 0
@@ -49,7 +53,7 @@ class FitState:
 
     def start_epoch(self) -> None:
         """Reset the per-epoch counters (the epoch number is advanced by `next_epoch`)."""
-        self.batches_done, self.epoch_finished, self.validated_at = 0, False, -1
+        self.batches_done, self.epoch_finished, self.epoch_ended, self.validated_at = 0, False, False, -1
 
     def next_epoch(self) -> None:
         self.epoch += 1

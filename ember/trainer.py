@@ -224,7 +224,11 @@ class Trainer(TrainerProperties, Checkpointing):
             with self.log_collector.in_hook("on_train_start"):
                 callbacks.on_train_start(self, model)
                 model.on_train_start()
-            while not self._fit_done():
+            # a checkpoint written inside an epoch resumes inside it, even when the fit is due to stop: the
+            # end of that epoch (its hooks, its logged values) has not run yet
+            into_epoch = checkpoint is not None and state.batches_done > 0 and not state.epoch_ended
+            while into_epoch or not self._fit_done():
+                into_epoch = False
                 self._train_epoch()
                 if interrupt.requested:
                     self._stop_on_interrupt(interrupt.requested)
@@ -277,6 +281,7 @@ class Trainer(TrainerProperties, Checkpointing):
             self._send_to_loggers(logs.end_epoch())  # before the callbacks, which may write a checkpoint
             if state.epoch_finished:
                 self.optimization.step_schedulers("epoch")
+            state.epoch_ended = True  # a checkpoint written from here on resumes after this epoch's end
             callbacks.on_train_epoch_end(self, model)
             self._send_to_loggers(logs.end_epoch())  # what callbacks logged in on_train_epoch_end
         if state.epoch_finished:

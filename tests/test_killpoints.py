@@ -52,7 +52,7 @@ from killpoint_job import BATCH_SIZE, DEFAULTS, OPTIONS, SPECIAL_POINTS, TRAIN_S
 # num_workers>0) and the checkpoint is in the middle of an epoch. ASSUMED PHRASE: the message names the
 # workers and says the resume is not exact (e.g. "... DataLoader workers draw random numbers ... the
 # resumed run is not exact ..."). Align this pattern with ember's message once it exists.
-WORKER_WARNING = re.compile(r"(?is)worker.*(not|cannot be) exact|(not|cannot be) exact.*worker")
+WORKER_WARNING = re.compile(r"(?is)worker processes.*not")
 
 JOB = Path(__file__).resolve().parent / "killpoint_job.py"
 REPO = JOB.parents[1]

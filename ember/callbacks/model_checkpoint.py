@@ -110,6 +110,7 @@ class ModelCheckpoint(Callback):
         self.last_model_path = ""
         self.current_score: torch.Tensor | None = None
         self._last_global_step_saved = -1
+        self._resumed_at_ns: int | None = None  # mtime of the checkpoint a resumed fit started from
         self._last_time = time.monotonic()
         # when, in this fit, every key that will be logged has been (None: not yet); see _missing
         self._all_logged_once: str | None = None
@@ -345,8 +346,16 @@ class ModelCheckpoint(Callback):
             parts.append(f"{field.replace('/', '_')}={text}" if self.auto_insert_metric_name else text)
         return os.path.join(self.dirpath or "", "".join(parts) + self.FILE_EXTENSION)
 
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if trainer.ckpt_path and os.path.exists(trainer.ckpt_path):
+            self._resumed_at_ns = os.stat(trainer.ckpt_path).st_mtime_ns
+
     def _unique_path(self, path: str) -> str:
         if not self.enable_version_counter or path in self.best_k_models or not os.path.exists(path):
+            return path
+        if self._resumed_at_ns is not None and os.stat(path).st_mtime_ns > self._resumed_at_ns:
+            # written after the checkpoint this fit resumed from: by the run that was killed, which this
+            # one repeats; overwrite it, as the uninterrupted run would have been the only one to write it
             return path
         stem = path[: len(path) - len(self.FILE_EXTENSION)]
         version = 1

@@ -127,6 +127,16 @@ class MLFlowLogger(Logger):
     def save_dir(self) -> str | None:
         return str(self._root) if self._default_store else self._save_dir
 
+    def run_folders(self) -> list[str]:
+        """The local folders of this experiment's runs (`mlruns/<experiment id>/<run id>`), or of the run
+        this logger was given: where `fit(ckpt_path="last")` looks for checkpoints."""
+        if self._run_id is not None:
+            return [self.log_dir]
+        if not self._root.is_dir():
+            return []
+        return [str(run) for experiment in self._root.iterdir() if experiment.is_dir()
+                for run in experiment.iterdir() if run.is_dir()]
+
     @property
     def log_dir(self) -> str:
         """A local folder for this run's files: `<save_dir or cwd>/mlruns/<experiment id>/<run id>`."""

@@ -101,6 +101,17 @@ class WandbLogger(Logger):
     def save_dir(self) -> str:
         return self._save_dir
 
+    def run_folders(self) -> list[str]:
+        """The local folders of this project's runs (`<save_dir>/<project>/<run id>`), or of the run this
+        logger was given: where `fit(ckpt_path="last")` looks for checkpoints."""
+        if self._id is not None:
+            return [self.log_dir]
+        project = os.path.join(self._save_dir, self._project)
+        if not os.path.isdir(project):
+            return []
+        return [os.path.join(project, name) for name in os.listdir(project)
+                if os.path.isdir(os.path.join(project, name))]
+
     @property
     def log_dir(self) -> str:
         """A local folder for this run's files, `<save_dir>/<project>/<run id>` (the run's own wandb
