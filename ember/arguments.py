@@ -155,3 +155,45 @@ def unknown_argument_message(unknown: Mapping[str, Any], valid: Iterable[str]) -
             hint = f" Did you mean {close[0]!r}?" if close else ""
             lines.append(f"Trainer() got an unknown argument {name!r}.{hint} Valid arguments: {', '.join(valid)}.")
     return "\n".join(lines)
+
+
+def check_sources(model: Any, loaders: Any, datamodule: Any, stage: str, argument: str, module_class: type,
+                  datamodule_class: type) -> None:
+    """What fit / validate / test / predict were given: a Module, and loaders or a datamodule, not both."""
+    if model is None:
+        raise TypeError(f"trainer.{stage}() needs a model: pass trainer.{stage}(model, ...). (Without one, "
+                        "the model of the last fit is used; there was none.)")
+    if not isinstance(model, module_class):
+        raise TypeError(f"trainer.{stage}(model) expects an ember.Module (LightningModule), got "
+                        f"{type(model).__name__}. Subclass ember.Module and define training_step and "
+                        "configure_optimizers.")
+    if loaders is not None and datamodule is not None:
+        raise ValueError(f"trainer.{stage}() got both {argument} and datamodule; pass one of them.")
+    if datamodule is not None and not isinstance(datamodule, datamodule_class):
+        raise TypeError(f"trainer.{stage}(datamodule=...) expects an ember.DataModule, got "
+                        f"{type(datamodule).__name__}.")
+
+
+def merge_callbacks(trainer_callbacks: list[Callback], model_callbacks: list[Callback]) -> list[Callback]:
+    """The Trainer's callbacks with those of `configure_callbacks`, which replace the Trainer's of the same
+    type (Lightning's rule: the model knows best, e.g. its own ModelCheckpoint)."""
+    replaced = {type(c) for c in model_callbacks}
+    return [c for c in trainer_callbacks if type(c) not in replaced] + list(model_callbacks)
+
+
+def check_fast_dev_run(value: Any) -> int | bool:
+    """`fast_dev_run`: False, or a number of batches (True is 1)."""
+    if value is True:
+        return 1
+    if value is not False and (not isinstance(value, int) or value < 0):
+        raise ValueError(f"Trainer(fast_dev_run={value!r}) must be True, False, or a number of batches.")
+    return value
+
+
+def check_clipping(value: float | None, algorithm: str | None) -> tuple[float | None, str]:
+    """(gradient_clip_val, gradient_clip_algorithm) checked; the algorithm defaults to 'norm'."""
+    if algorithm not in (None, "norm", "value"):
+        raise ValueError(f"Trainer(gradient_clip_algorithm={algorithm!r}): expected 'norm' or 'value'.")
+    if value is not None and value < 0:
+        raise ValueError(f"Trainer(gradient_clip_val={value}) must be >= 0.")
+    return value, algorithm or "norm"

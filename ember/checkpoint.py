@@ -1,26 +1,12 @@
 """The checkpoint format: a dict of named parts, written atomically, loaded without unpickling objects.
 
-A checkpoint written by `Trainer.save_checkpoint` holds:
-
-| key                | what                                                              |
-|--------------------|-------------------------------------------------------------------|
-| `state_dict`       | the model weights (Lightning's key, so weights move both ways)    |
-| `hyper_parameters` | what `save_hyperparameters()` recorded (`ember.hparams.to_plain`)  |
-| `epoch`, `global_step` | where the run was                                             |
-| `loops`            | the fit loop's position: epoch, batches done, whether it finished |
-| `optimizers`       | `{"0": {"class": "Adam", "state": ...}, ...}`                     |
-| `lr_schedulers`    | `{"0": {"class": ..., "state": ..., "interval": ...}}`            |
-| `precision`        | the grad scaler's state, if any                                   |
-| `callbacks`        | `{callback.state_key: callback.state_dict()}`                     |
-| `logs`             | the partial epoch aggregates of `self.log`                        |
-| `loggers`          | each logger's identity, so a resumed run continues the same run   |
-| `data`             | the sampler seed and position of the training data                |
-| `datamodule`       | `DataModule.state_dict()`                                         |
-| `rng`              | python, numpy, torch and cuda generator states                    |
+What a run puts in a checkpoint (the header and the table of named parts, `Trainer._parts`) is listed in
+docs/checkpoint.md, which tests/test_checkpoint_format.py checks against a real checkpoint. This module
+knows only the format: `Part`, `gather` and `restore` (one path for every part), atomic writes, safe loads.
 
 Every value is a tensor or a plain Python container of numbers and strings, so the file loads with
 `torch.load(path, weights_only=True)`. Typed hyperparameters (enums, paths, numpy values, ...) are stored
-as tagged plain dicts that `ember.hparams.from_plain` turns back: `load_checkpoint` returns them still
+as tagged plain dicts that `ember.plain.from_plain` turns back: `load_checkpoint` returns them still
 encoded, `Module.load_from_checkpoint` decodes them. `load_checkpoint` also reads Lightning's checkpoints:
 the two classes their hyperparameters may hold (Lightning's AttributeDict, argparse.Namespace) are
 allow-listed, and no other.

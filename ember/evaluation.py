@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
+from ember.seed import rng_states, set_rng_states
+
 if TYPE_CHECKING:
     from ember.callbacks.base import CallbackList
     from ember.logs import LogCollector
@@ -114,6 +116,20 @@ def evaluation_loop(trainer: Any, stage: str, run: EvalContext) -> list[dict[str
     return split_by_dataloader(metrics, len(loaders))
 
 
+def sanity_check(trainer: Any, run: EvalContext) -> None:
+    """A few validation batches before training, to fail early; it changes nothing the training draws or
+    reports (RNG states put back, metrics forgotten)."""
+    model, callbacks = trainer.lightning_module, run.callbacks
+    rng = rng_states()
+    trainer.sanity_checking = True
+    callbacks.on_sanity_check_start(trainer, model)
+    evaluation_loop(trainer, "validate", run)
+    callbacks.on_sanity_check_end(trainer, model)
+    trainer.sanity_checking = False
+    run.logs.clear_metrics()
+    set_rng_states(rng)
+
+
 def predict_loop(trainer: Any, keep: bool, run: EvalContext) -> list[list[Any]]:
     """One pass over the predict dataloaders; returns the outputs per dataloader (kept if `keep`)."""
     model, callbacks = trainer.lightning_module, run.callbacks
@@ -171,4 +187,4 @@ def print_results(stage: str, results: list[dict[str, float]]) -> None:
             print(f"  {name:<{width}}  {metrics[name]:.6g}")
 
 
-__all__ = ["EvalContext", "evaluation_loop", "predict_loop", "split_by_dataloader", "print_results"]
+__all__ = ["EvalContext", "evaluation_loop", "sanity_check", "predict_loop", "split_by_dataloader", "print_results"]

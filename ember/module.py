@@ -14,7 +14,8 @@ from torch import nn
 
 from ember.checkpoint import CheckpointError, load_checkpoint, load_weights
 from ember.data import move_to_device
-from ember.hparams import TAG, AttributeDict, HyperparametersMixin, from_plain, passed_on_load, readable
+from ember.hparams import AttributeDict, HyperparametersMixin, passed_on_load
+from ember.plain import TAG, from_plain, readable
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from ember import __version__
 from ember.checkpoint import (LIGHTNING_VERSION_KEY, LIGHTNING_VERSION_VALUE, CheckpointError, Part, gather,
                               load_checkpoint, load_weights, restore, save_checkpoint, unique_state_keys)
-from ember.hparams import to_plain
+from ember.plain import to_plain
 from ember.seed import rng_states, set_rng_states
 
 log = logging.getLogger("ember")
@@ -231,6 +231,22 @@ class Checkpointing:
         self.lightning_module.on_load_checkpoint(checkpoint)
         load_weights(self.lightning_module, checkpoint["state_dict"], source=f"the checkpoint {str(ckpt_path)!r}")
         self.ckpt_path = str(ckpt_path)
+
+    def _stop_on_interrupt(self, signal_name: str) -> None:
+        """After Ctrl-C / SIGTERM: save where the fit is, and say how to continue."""
+        self.interrupted = True
+        self.training = False
+        callback = self.checkpoint_callback
+        if callback is None or callback.dirpath is None:
+            log.warning("Fit stopped on %s at epoch %d, step %d; no checkpoint was written (checkpointing is "
+                        "off).", signal_name, self.current_epoch, self.global_step)
+            return
+        metrics = {**self.callback_metrics, "epoch": self.current_epoch, "step": self.global_step}
+        path = callback.format_checkpoint_name(metrics, callback.CHECKPOINT_NAME_LAST)  # last.ckpt by default
+        self.save_checkpoint(path)
+        log.warning("Fit stopped on %s at epoch %d, step %d. Saved %s; continue with "
+                    "trainer.fit(..., ckpt_path=%r).", signal_name, self.current_epoch, self.global_step, path,
+                    path)
 
 
 def _numbered(objects: list[Any]) -> dict[str, Any]:

@@ -77,3 +77,9 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
                              n["cached_gaussian"]))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def draw_data_seed() -> int:
+    """The seed of the training data order: from seed_everything if it was called, else drawn once."""
+    seed = current_seed()
+    return seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())

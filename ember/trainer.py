@@ -20,19 +20,20 @@ from typing import Any, Mapping
 import torch
 
 from ember import schedule
-from ember.arguments import (build_callbacks, build_loggers, check_int, check_limit, ordered_callbacks, as_list,
-                             parse_max_time, unknown_argument_message)
+from ember.arguments import (as_list, build_callbacks, build_loggers, check_clipping, check_fast_dev_run, check_int,
+                             check_limit, check_sources, merge_callbacks, ordered_callbacks, parse_max_time,
+                             unknown_argument_message)
 from ember.callbacks.base import Callback, CallbackList
 from ember.checkpoint import restore
 from ember.data import DataConnector, DataModule
-from ember.evaluation import EvalContext, evaluation_loop, predict_loop, print_results
+from ember.evaluation import EvalContext, evaluation_loop, predict_loop, print_results, sanity_check
 from ember.interrupts import GracefulInterrupt
 from ember.logs import LogCollector
 from ember.module import Module
 from ember.optimization import Optimization, check_step_output
 from ember.precision import Precision, parse_precision
 from ember.resume import Checkpointing
-from ember.seed import rng_states, set_rng_states
+from ember.seed import draw_data_seed
 from ember.state import FitState
 from ember.strategies import Strategy, select_strategy
 from ember.trainer_properties import TrainerProperties
@@ -96,11 +97,7 @@ class Trainer(TrainerProperties, Checkpointing):
         self._precision = Precision(self.precision, self.strategy.root_device.type)
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
 
-        if fast_dev_run is True:
-            fast_dev_run = 1
-        if fast_dev_run is not False and (not isinstance(fast_dev_run, int) or fast_dev_run < 0):
-            raise ValueError(f"Trainer(fast_dev_run={fast_dev_run!r}) must be True, False, or a number of batches.")
-        self.fast_dev_run = fast_dev_run
+        self.fast_dev_run = fast_dev_run = check_fast_dev_run(fast_dev_run)
         if fast_dev_run:
             limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = fast_dev_run
             max_steps, max_epochs, num_sanity_val_steps, val_check_interval = fast_dev_run, 1, 0, 1.0
@@ -130,13 +127,7 @@ class Trainer(TrainerProperties, Checkpointing):
         self.log_every_n_steps = check_int("log_every_n_steps", 50 if log_every_n_steps is None
                                            else log_every_n_steps, minimum=1)
         self.accumulate_grad_batches = check_int("accumulate_grad_batches", accumulate_grad_batches, minimum=1)
-        if gradient_clip_algorithm not in (None, "norm", "value"):
-            raise ValueError(f"Trainer(gradient_clip_algorithm={gradient_clip_algorithm!r}): expected 'norm' or "
-                             "'value'.")
-        if gradient_clip_val is not None and gradient_clip_val < 0:
-            raise ValueError(f"Trainer(gradient_clip_val={gradient_clip_val}) must be >= 0.")
-        self.gradient_clip_val = gradient_clip_val
-        self.gradient_clip_algorithm = gradient_clip_algorithm or "norm"
+        self.gradient_clip_val, self.gradient_clip_algorithm = check_clipping(gradient_clip_val, gradient_clip_algorithm)
         self.deterministic = deterministic
         self.benchmark = benchmark
         self.inference_mode = inference_mode
@@ -193,7 +184,7 @@ class Trainer(TrainerProperties, Checkpointing):
         """
         if isinstance(train_dataloaders, DataModule):
             datamodule, train_dataloaders = train_dataloaders, None
-        self._check_sources(model, train_dataloaders, datamodule, "fit", "train_dataloaders")
+        check_sources(model, train_dataloaders, datamodule, "fit", "train_dataloaders", Module, DataModule)
         self._run("fit", model, datamodule, lambda: self._fit(train_dataloaders, val_dataloaders, ckpt_path))
 
     def _fit(self, train_dataloaders: Any, val_dataloaders: Any, ckpt_path: Any) -> None:
@@ -204,7 +195,7 @@ class Trainer(TrainerProperties, Checkpointing):
         if checkpoint is not None:
             restore(self._early_parts(), checkpoint, f"The checkpoint {self.ckpt_path!r}")
         self._setup_stage("fit")
-        state.data_seed = _draw_seed() if checkpoint is None else state.data_seed
+        state.data_seed = draw_data_seed() if checkpoint is None else state.data_seed
         self._connect_train_data(train_dataloaders)
         self._connect_eval_data("validate", val_dataloaders)
         self.optimization = Optimization(self, callbacks, self.log_collector, self._precision, state)
@@ -217,7 +208,8 @@ class Trainer(TrainerProperties, Checkpointing):
         callbacks.on_fit_start(self, model)
         model.on_fit_start()
         if checkpoint is None:
-            self._sanity_check()
+            if self.enable_validation and self.num_sanity_val_steps != 0:
+                sanity_check(self, self._eval_context())
         self.training = True
         with GracefulInterrupt() as interrupt:
             self._interrupt = interrupt
@@ -337,21 +329,6 @@ class Trainer(TrainerProperties, Checkpointing):
             log.warning("Epoch %d ended without an optimizer step: training_step returned None for every batch "
                         "(a None return skips the batch). Return the loss to train.", self.current_epoch)
 
-    def _stop_on_interrupt(self, signal_name: str) -> None:
-        """After Ctrl-C / SIGTERM: save where the fit is, and say how to continue."""
-        self.interrupted = True
-        self.training = False
-        callback = self.checkpoint_callback
-        if callback is None or callback.dirpath is None:
-            log.warning("Fit stopped on %s at epoch %d, step %d; no checkpoint was written (checkpointing is "
-                        "off).", signal_name, self.current_epoch, self.global_step)
-            return
-        path = os.path.join(callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
-        self.save_checkpoint(path)
-        log.warning("Fit stopped on %s at epoch %d, step %d. Saved %s; continue with "
-                    "trainer.fit(..., ckpt_path=%r).", signal_name, self.current_epoch, self.global_step, path,
-                    path)
-
     # --- when things happen (the rules are in schedule.py) ----------------------------------------
 
     def _validation_due(self) -> bool:
@@ -392,7 +369,7 @@ class Trainer(TrainerProperties, Checkpointing):
         if isinstance(dataloaders, DataModule):
             datamodule, dataloaders = dataloaders, None
         model = model or self.lightning_module
-        self._check_sources(model, dataloaders, datamodule, stage, "dataloaders")
+        check_sources(model, dataloaders, datamodule, stage, "dataloaders", Module, DataModule)
         results: list[dict[str, float]] = []
 
         def run() -> None:
@@ -414,19 +391,6 @@ class Trainer(TrainerProperties, Checkpointing):
         evaluation_loop(self, "validate", self._eval_context())
         self.log_collector.use("train")
 
-    def _sanity_check(self) -> None:
-        if not self.enable_validation or self.num_sanity_val_steps == 0:
-            return
-        model, callbacks, logs = self.lightning_module, self._callbacks, self.log_collector
-        rng = rng_states()  # the sanity check never changes what training draws
-        self.sanity_checking = True
-        callbacks.on_sanity_check_start(self, model)
-        evaluation_loop(self, "validate", self._eval_context())
-        callbacks.on_sanity_check_end(self, model)
-        self.sanity_checking = False
-        logs.clear_metrics()
-        set_rng_states(rng)
-
     def predict(self, model: Module | None = None, dataloaders: Any = None, datamodule: DataModule | None = None,
                 return_predictions: bool | None = None, ckpt_path: Any = None) -> list[Any] | None:
         """Run `predict_step` over the predict dataloaders; returns the outputs (a list per dataloader
@@ -434,7 +398,7 @@ class Trainer(TrainerProperties, Checkpointing):
         if isinstance(dataloaders, DataModule):
             datamodule, dataloaders = dataloaders, None
         model = model or self.lightning_module
-        self._check_sources(model, dataloaders, datamodule, "predict", "dataloaders")
+        check_sources(model, dataloaders, datamodule, "predict", "dataloaders", Module, DataModule)
         keep = True if return_predictions is None else return_predictions
         results: list[list[Any]] = []
 
@@ -459,7 +423,7 @@ class Trainer(TrainerProperties, Checkpointing):
             self.datamodule = datamodule
             datamodule.trainer = self
         if self._callbacks_of is not model:  # once per model, so their state lives on from fit to test
-            self.callbacks = _merge_callbacks(self.callbacks, as_list(model.configure_callbacks()))
+            self.callbacks = merge_callbacks(self.callbacks, as_list(model.configure_callbacks()))
             self._callbacks_of = model
         self._callbacks = CallbackList(ordered_callbacks(self.callbacks))
         self._interrupt = GracefulInterrupt()  # replaced by the fit loop's, which listens for signals
@@ -529,20 +493,6 @@ class Trainer(TrainerProperties, Checkpointing):
 
     # --- data ------------------------------------------------------------------------------------
 
-    def _check_sources(self, model: Any, loaders: Any, datamodule: Any, stage: str, argument: str) -> None:
-        if model is None:
-            raise TypeError(f"trainer.{stage}() needs a model: pass trainer.{stage}(model, ...). (Without one, "
-                            "the model of the last fit is used; there was none.)")
-        if not isinstance(model, Module):
-            raise TypeError(f"trainer.{stage}(model) expects an ember.Module (LightningModule), got "
-                            f"{type(model).__name__}. Subclass ember.Module and define training_step and "
-                            "configure_optimizers.")
-        if loaders is not None and datamodule is not None:
-            raise ValueError(f"trainer.{stage}() got both {argument} and datamodule; pass one of them.")
-        if datamodule is not None and not isinstance(datamodule, DataModule):
-            raise TypeError(f"trainer.{stage}(datamodule=...) expects an ember.DataModule, got "
-                            f"{type(datamodule).__name__}.")
-
     def _connect_train_data(self, loaders: Any) -> None:
         self._train_source = loaders
         self.train_dataloader, self.num_training_batches = self._data.train_loader(loaders, self.fit_state.data_seed)
@@ -568,18 +518,3 @@ class Trainer(TrainerProperties, Checkpointing):
 
 
 _END = object()
-
-
-def _merge_callbacks(trainer_callbacks: list[Callback], model_callbacks: list[Callback]) -> list[Callback]:
-    """The Trainer's callbacks with those of `configure_callbacks`, which replace the Trainer's of the same
-    type (Lightning's rule: the model knows best, e.g. its own ModelCheckpoint)."""
-    replaced = {type(c) for c in model_callbacks}
-    return [c for c in trainer_callbacks if type(c) not in replaced] + list(model_callbacks)
-
-
-def _draw_seed() -> int:
-    """The seed of the training data order: from seed_everything if it was called, else drawn once."""
-    from ember.seed import current_seed
-
-    seed = current_seed()
-    return seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ember.hparams import readable
+from ember.plain import readable
 
 
 class Logger:

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from ember.hparams import readable
+from ember.plain import readable
 from ember.loggers.base import FolderLogger, add_prefix, dump_hparams, scalar_params
 from ember.loggers.csv import _write_atomic
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from ember.hparams import readable
+from ember.plain import readable
 from ember.loggers.base import Logger, add_prefix
 
 STEP_METRIC = "trainer/global_step"
