@@ -332,8 +332,8 @@ class Trainer(TrainerProperties, Checkpointing):
     # --- when things happen (the rules are in schedule.py) ----------------------------------------
 
     def _validation_due(self) -> bool:
-        return self.enable_validation and schedule.validation_due(
-            self.fit_state, self._val_every, self.num_training_batches, self.check_val_every_n_epoch)
+        return schedule.validation_due(self.fit_state, self._val_every, self.num_training_batches,
+                                       self.check_val_every_n_epoch) and self.enable_validation
 
     def _stop_mid_epoch(self) -> bool:
         if self.max_time is not None and time.monotonic() - self._start_time >= self.max_time:
