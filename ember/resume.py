@@ -42,6 +42,13 @@ class Checkpointing:
         if model is None:
             raise RuntimeError("trainer.save_checkpoint() needs a model: call it during or after fit/validate/"
                                "test/predict.")
+        if self.state == "fit":
+            # the loggers get this step's values first, and write them: after a kill, what was logged is
+            # never behind the checkpoint, and the checkpoint records where the loggers were
+            self._flush_step_logs()
+            if self.is_global_zero:
+                for logger in self.loggers:
+                    logger.save()
         checkpoint: dict[str, Any] = {
             "ember_version": __version__,
             LIGHTNING_VERSION_KEY: LIGHTNING_VERSION_VALUE,
@@ -61,11 +68,6 @@ class Checkpointing:
         self._callbacks.on_save_checkpoint(self, model, checkpoint)
         model.on_save_checkpoint(checkpoint)
         checkpoint["hyper_parameters"] = to_plain(checkpoint["hyper_parameters"])
-        if self.state == "fit":
-            # the loggers' files first: after a kill, what was logged is never behind the checkpoint
-            self._flush_step_logs()
-            for logger in self.loggers:
-                logger.save()
         if self.is_global_zero:
             save_checkpoint(checkpoint, filepath)
         self.strategy.barrier("save_checkpoint")
@@ -74,8 +76,7 @@ class Checkpointing:
         """The parts restored before setup: where the loop is, and which logger run it continues."""
         return {
             "loops": Part(self.fit_state.state_dict, self.fit_state.load_state_dict),
-            "loggers": Part(lambda: {str(i): lg.state_dict() for i, lg in enumerate(self.loggers)},
-                            self._load_logger_identity, required=False),
+            "loggers": Part(self._logger_states, self._load_logger_identity, required=False),
         }
 
     def _parts(self) -> dict[str, Part]:
@@ -117,10 +118,19 @@ class Checkpointing:
             if key in saved:
                 callback.load_state_dict(saved[key])
 
+    def _logger_states(self) -> dict[str, Any]:
+        """Each logger's identity, and where the loggers were: the newest step they had received rows for,
+        and those rows (so a resume can tell what was logged before this checkpoint from what after)."""
+        step, rows = self._log_tail
+        return {**{str(i): lg.state_dict() for i, lg in enumerate(self.loggers)},
+                "position": {"step": step, "rows": [dict(r) for r in rows]}}
+
     def _load_logger_identity(self, saved: Mapping[str, Any]) -> None:
         for i, logger in enumerate(self.loggers):
             if str(i) in saved:
                 logger.load_state_dict(saved[str(i)])
+        position = saved.get("position")
+        self._log_tail = (position["step"], list(position["rows"])) if position else (-1, [])
 
     def _compare_arguments(self, saved: Mapping[str, Any]) -> None:
         """Say, one line each, where this Trainer's arguments differ from those of the checkpoint's run."""
@@ -199,8 +209,12 @@ class Checkpointing:
             state.next_epoch()
         elif into_epoch:
             self._data.check_resume(self.train_dataloader)
-        for logger in self.loggers:
-            logger.resume_at(self.global_step)
+        step, rows = self._log_tail
+        if step < 0:  # a checkpoint of an older ember, or of a run that had logged nothing yet
+            step, rows = state.global_step, []
+        if self.is_global_zero:
+            for logger in self.loggers:
+                logger.resume_at(step, rows)
         where = f"epoch {state.epoch}, batch {state.batches_done}, global step {state.global_step}"
         if state.finished or (not into_epoch and self._fit_done()):
             log.warning("Restored %s (%s): that run had finished; there is nothing left to train. Raise "

@@ -168,6 +168,7 @@ class Trainer(TrainerProperties, Checkpointing):
         self._val_every = math.inf
         self._start_time = 0.0
         self._warned_no_step = False
+        self._log_tail: tuple[int, list[dict[str, float]]] = (-1, [])  # (newest step sent to loggers, its rows)
         self.ckpt_path: str | None = None  # the checkpoint the last stage loaded
 
     def _all_callbacks(self) -> list[Callback]:
@@ -488,6 +489,9 @@ class Trainer(TrainerProperties, Checkpointing):
         values = {k: v.item() for k, v in metrics.items()}
         values["epoch"] = self.current_epoch
         step = max(self.global_step - 1, 0) if step is None else step
+        if step != self._log_tail[0]:
+            self._log_tail = (step, [])
+        self._log_tail[1].append(values)  # what the loggers hold at the newest step, for a checkpoint
         for logger in self.loggers:
             logger.log_metrics(values, step)
 

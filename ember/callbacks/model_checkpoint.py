@@ -110,7 +110,8 @@ class ModelCheckpoint(Callback):
         self.last_model_path = ""
         self.current_score: torch.Tensor | None = None
         self._last_global_step_saved = -1
-        self._resumed_at_ns: int | None = None  # mtime of the checkpoint a resumed fit started from
+        self._resumed_at_ns: int | None = None
+        self._dropping: list[str] = []  # files this save removes once its own files are written  # mtime of the checkpoint a resumed fit started from
         self._last_time = time.monotonic()
         # when, in this fit, every key that will be logged has been (None: not yet); see _missing
         self._all_logged_once: str | None = None
@@ -202,6 +203,9 @@ class ModelCheckpoint(Callback):
             if not writes:
                 return
             self._last_global_step_saved = trainer.global_step
+            # the files written hold the removals still to do: a run killed before them, resumed from one
+            # of these files, does them (else a dropped file would stay forever)
+            self._dropping = list(drops)
             self._write(trainer, writes)
         except BaseException:
             self._put_back(before)
@@ -210,6 +214,7 @@ class ModelCheckpoint(Callback):
         for path in drops:
             if path not in kept:
                 _remove(path, trainer)
+        self._dropping = []
         if self.verbose and top and self.monitor is not None and trainer.is_global_zero:
             log.info(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} reached "
                      f"{self.current_score.item():.5f}; saved {top}")
@@ -393,7 +398,7 @@ class ModelCheckpoint(Callback):
             "best_model_score": self.best_model_score, "best_model_path": self.best_model_path,
             "current_score": self.current_score, "kth_best_model_path": self.kth_best_model_path,
             "best_k_models": dict(self.best_k_models), "last_model_path": self.last_model_path,
-            "last_global_step_saved": self._last_global_step_saved,
+            "last_global_step_saved": self._last_global_step_saved, "dropping": list(self._dropping),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -406,6 +411,13 @@ class ModelCheckpoint(Callback):
                 UserWarning, stacklevel=2)
             return
         self._put_back(state)
+        kept = set(self.best_k_models) | {self.last_model_path}
+        for path in state.get("dropping", []):  # removals the run that wrote this file did not get to
+            if path not in kept:
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
 
     def _put_back(self, state: dict[str, Any]) -> None:
         self.best_model_score = state["best_model_score"]
