@@ -209,6 +209,7 @@ class ModelCheckpoint(Callback):
             self._write(trainer, writes)
         except BaseException:
             self._put_back(before)
+            self._dropping = []
             raise
         kept = set(self.best_k_models) | {self.last_model_path}
         for path in drops:
