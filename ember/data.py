@@ -69,23 +69,68 @@ class DataModule(HyperparametersMixin):
 
 
 class ResumableSampler(Sampler[int]):
-    """Indices in an order fixed by (seed, epoch): shuffled with its own generator, or sequential."""
+    """Indices in an order fixed by (seed, epoch): shuffled with its own generator, or sequential.
 
-    def __init__(self, length: int, shuffle: bool, seed: int = 0):
+    With several ranks (`num_replicas`), global batch i (of `batch_size * num_replicas` indices of that
+    order) is cut into one batch per rank, rank r taking its r-th slice: together the ranks' batch i is
+    the one-process batch i of the global batch size. A short last global batch is split evenly, padded
+    with indices from the start of the order so that every rank runs the same number of batches (unless
+    `drop_last`, which drops it).
+    """
+
+    def __init__(self, length: int, shuffle: bool, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 batch_size: int = 1, drop_last: bool = False):
         self.length, self.shuffle, self.seed, self.epoch = length, shuffle, seed, 0
+        self.num_replicas, self.rank, self.batch_size, self.drop_last = num_replicas, rank, batch_size, drop_last
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         if not self.shuffle:
-            return iter(range(self.length))
-        generator = torch.Generator()
-        generator.manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+            order = list(range(self.length))
+        else:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.length, generator=generator).tolist()
+        if self.num_replicas == 1:
+            return iter(order)
+        return iter(self._this_ranks(order))
+
+    def _this_ranks(self, order: list[int]) -> list[int]:
+        per_rank, ranks = self.batch_size, self.num_replicas
+        step = per_rank * ranks
+        full = len(order) // step
+        mine = [i for b in range(full) for i in order[b * step + self.rank * per_rank:
+                                                        b * step + (self.rank + 1) * per_rank]]
+        rest = order[full * step:]
+        if rest and not self.drop_last:
+            share = -(-len(rest) // ranks)
+            rest = rest + order[: share * ranks - len(rest)]
+            mine += rest[self.rank * share:(self.rank + 1) * share]
+        return mine
 
     def __len__(self) -> int:
-        return self.length
+        if self.num_replicas == 1:
+            return self.length
+        step = self.batch_size * self.num_replicas
+        rest = self.length % step
+        return (self.length // step) * self.batch_size + (0 if self.drop_last or not rest
+                                                          else -(-rest // self.num_replicas))
+
+
+class EvalShardSampler(Sampler[int]):
+    """Rank r of n takes indices r, r+n, r+2n, ...: an evaluation split with no padded duplicates (the
+    ranks may run different numbers of batches; evaluation reduces only at its end)."""
+
+    def __init__(self, length: int, rank: int, num_replicas: int):
+        self.length, self.rank, self.num_replicas = length, rank, num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))
 
 
 class ResumableBatchSampler(BatchSampler):
@@ -102,7 +147,7 @@ class ResumableBatchSampler(BatchSampler):
                 yield batch
 
 
-def make_resumable(loader: Any, seed: int) -> tuple[Any, bool]:
+def make_resumable(loader: Any, seed: int, rank: int = 0, num_replicas: int = 1) -> tuple[Any, bool]:
     """Return (loader, True) with ember's samplers swapped in, or (loader, False) if that cannot be done.
 
     Only a `DataLoader` built with `batch_size` over a map-style dataset and torch's standard
@@ -121,8 +166,9 @@ def make_resumable(loader: Any, seed: int) -> tuple[Any, bool]:
         shuffle = False
     else:
         return loader, False
-    batch_sampler = ResumableBatchSampler(ResumableSampler(len(loader.dataset), shuffle, seed),
-                                          loader.batch_size, loader.drop_last)
+    sampler = ResumableSampler(len(loader.dataset), shuffle, seed, num_replicas, rank, loader.batch_size,
+                               loader.drop_last)
+    batch_sampler = ResumableBatchSampler(sampler, loader.batch_size, loader.drop_last)
     return rebuild_loader(loader, batch_sampler=batch_sampler, generator=private_generator(seed)), True
 
 
@@ -145,9 +191,9 @@ def rebuild_loader(loader: DataLoader, **changes: Any) -> DataLoader:
     )
     if loader.num_workers > 0:
         kwargs["prefetch_factor"] = loader.prefetch_factor
-    kwargs.update(changes)
     if "batch_sampler" not in changes:
         kwargs.update(batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last)
+    kwargs.update(changes)
     return DataLoader(**kwargs)
 
 
@@ -280,7 +326,13 @@ class DataConnector:
                             "dataset or loader.")
         as_loader_list(loaders, "train_dataloaders")
         loader = trainer.strategy.prepare_train_loader(loaders, seed)
-        loader, self.train_resumable = make_resumable(loader, seed)
+        rank, replicas = trainer.strategy.shard()
+        loader, self.train_resumable = make_resumable(loader, seed, rank, replicas)
+        if replicas > 1 and not self.train_resumable:
+            warnings.warn(f"The training data ({type(loader).__name__} over "
+                          f"{type(getattr(loader, 'dataset', loader)).__name__}) cannot be split by rank by ember "
+                          "(it has its own sampler, or no length): every rank iterates all of it. Split it "
+                          "yourself with trainer.global_rank and trainer.world_size.", stacklevel=4)
         count = limited(loader_length(loader), trainer.limit_train_batches, "limit_train_batches")
         if count == 0 and trainer.limit_train_batches != 0:
             warnings.warn(f"The training dataloader ({type(loader).__name__}) has no batches, so fit trains "
@@ -300,7 +352,9 @@ class DataConnector:
             if loaders is None and stage != "validate":
                 raise ValueError(f"trainer.{stage}() found no data: pass dataloaders=..., a datamodule, or "
                                  f"define {method}() on the model or datamodule.")
-        loaders = [_quiet_generator(lo) for lo in as_loader_list(loaders, f"{stage} dataloaders")]
+        rank, replicas = trainer.strategy.shard()
+        loaders = [_quiet_generator(_shard_eval(lo, rank, replicas))
+                   for lo in as_loader_list(loaders, f"{stage} dataloaders")]
         name = {"validate": "limit_val_batches", "test": "limit_test_batches",
                 "predict": "limit_predict_batches"}[stage]
         limit = getattr(trainer, name)
@@ -360,6 +414,16 @@ class DataConnector:
 
 def _overrides(obj: Any, base: type, name: str) -> bool:
     return getattr(type(obj), name, None) is not getattr(base, name)
+
+
+def _shard_eval(loader: Any, rank: int, replicas: int) -> Any:
+    """This rank's share of an evaluation DataLoader (several ranks), or the loader as it is."""
+    if replicas == 1 or type(loader) is not DataLoader or isinstance(loader.dataset, IterableDataset):
+        return loader
+    if loader.batch_size is None or type(loader.sampler) not in (SequentialSampler, RandomSampler):
+        return loader
+    return rebuild_loader(loader, sampler=EvalShardSampler(len(loader.dataset), rank, replicas),
+                          batch_size=loader.batch_size, drop_last=loader.drop_last)
 
 
 def _quiet_generator(loader: Any) -> Any:

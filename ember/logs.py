@@ -7,6 +7,7 @@ read back to the host.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -97,6 +98,11 @@ class EpochAggregate:
         self.weight += sum(self.weights)
         self.values, self.weights = [], []
 
+    def partial(self) -> tuple[torch.Tensor | None, float]:
+        """(weighted total or reduced value so far, total weight): what is combined across ranks."""
+        self._compact()
+        return self.total, self.weight
+
     def compute(self) -> torch.Tensor:
         self._compact()
         if self.total is None:
@@ -147,8 +153,8 @@ class LogCollector:
         # training keeps its epoch aggregates while a validation runs in the middle of the epoch
         self._train, self._eval = _StageLog(), _StageLog()
         self._stage = self._train
-        # set by a distributed strategy: reduce(value, reduce_fx) across processes
-        self.reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None
+        # set when there are several processes: the strategy that reduces `sync_dist=True` values across them
+        self.strategy: Any = None
 
     def in_hook(self, name: str | None) -> "_InHook":
         """`with logs.in_hook("training_step"):` -- what is logged inside takes that hook's defaults; the
@@ -193,8 +199,6 @@ class LogCollector:
             self._log_metric(key, value)
             return
         value = self._to_scalar(name, value)
-        if key.sync_dist and self.reduce is not None:
-            value = self.reduce(value, key.reduce_fx)
         if key.on_step:
             self._record_step(key, value)
         if key.on_epoch:
@@ -274,12 +278,31 @@ class LogCollector:
     def pop_step_values(self) -> dict[str, torch.Tensor]:
         """The on_step values logged since the last call, for the loggers (not read back yet)."""
         values, self._stage._step_values = self._stage._step_values, {}
+        if self.strategy is not None:
+            values = self._synced_step_values(values)
         self.logged_metrics.update(values)
+        return values
+
+    def _synced_step_values(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Step values logged with sync_dist, reduced across the ranks (every rank calls this at the same
+        step; the keys of every rank are gathered first, so each rank runs the same reductions)."""
+        keys = self._stage._keys
+        mine = {k.step_name: k.reduce_fx for k in keys.values() if k.sync_dist and k.step_name in values}
+        wanted: dict[str, str] = {}
+        for theirs in self.strategy.all_gather_object(mine):
+            wanted.update(theirs)
+        for name in sorted(wanted):
+            fx = wanted[name]
+            local = values.get(name)
+            if local is None:  # this rank did not log it since the last flush: a neutral value
+                local = torch.tensor(0.0 if fx in ("mean", "sum") else (-math.inf if fx == "max" else math.inf))
+            values[name] = self.strategy.reduce(local.float().reshape(()), fx)
         return values
 
     def end_epoch(self) -> dict[str, torch.Tensor]:
         """Reduce the epoch aggregates; update the metric dicts; return what goes to the loggers."""
         to_loggers: dict[str, torch.Tensor] = {}
+        synced = self._synced_epoch_values() if self.strategy is not None else {}
         for name, key in self._stage._keys.items():
             if not key.on_epoch:
                 continue
@@ -292,10 +315,10 @@ class LogCollector:
                                      "returned a non-scalar; log a scalar metric or use log_dict with a "
                                      "MetricCollection.")
                 value = value.detach()
+            elif name in synced:
+                value = synced[name]
             elif name in self._stage._epoch:
                 value = self._stage._epoch[name].compute()
-                if key.sync_dist and self.reduce is not None:
-                    value = self.reduce(value, key.reduce_fx)
             else:
                 continue
             self.callback_metrics[key.name] = value
@@ -309,6 +332,34 @@ class LogCollector:
         self._stage._epoch.clear()
         self._stage._metrics.clear()
         return to_loggers
+
+    def _synced_epoch_values(self) -> dict[str, torch.Tensor]:
+        """The epoch values of sync_dist keys over every rank's batches: a weighted mean is the sum of every
+        rank's weighted totals over the sum of their weights (not a mean of means); sum, max and min reduce
+        the same way. Keys logged on some ranks only (no batch there) get a neutral part, and a key is
+        reported on every rank."""
+        stage = self._stage
+        mine = {n: vars(k) for n, k in stage._keys.items()
+                if k.sync_dist and k.on_epoch and n not in stage._metrics}
+        specs: dict[str, dict[str, Any]] = {}
+        for theirs in self.strategy.all_gather_object(mine):
+            specs.update(theirs)
+        synced = {}
+        for name in sorted(specs):
+            if name not in stage._keys:
+                stage._keys[name] = _Key(**specs[name])
+            fx = specs[name]["reduce_fx"]
+            agg = stage._epoch.get(name)
+            total, weight = (agg.partial() if agg is not None else (None, 0.0))
+            if fx == "mean":
+                both = torch.tensor([0.0 if total is None else float(total), weight], dtype=torch.float64)
+                both = self.strategy.reduce(both, "sum")
+                synced[name] = (both[0] / both[1]).float() if both[1] > 0 else torch.tensor(math.nan)
+            else:
+                neutral = {"sum": 0.0, "max": -math.inf, "min": math.inf}[fx]
+                part = torch.tensor(neutral if total is None else float(total), dtype=torch.float64)
+                synced[name] = self.strategy.reduce(part, fx).float()
+        return synced
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
@@ -342,6 +393,43 @@ class LogCollector:
             metric._computed = None
             self._train._metrics[name] = metric
         self.callback_metrics.update(state["callback_metrics"])
+
+
+class LoggerFeed:
+    """What reaches the loggers: values read back to the host and sent by rank zero, with the step;
+    hyperparameters and the graph at fit start. It remembers the newest step sent and the rows at it
+    (`tail`), which a checkpoint records so that a resume can tell the rows logged before it from after.
+    """
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+        self.tail: tuple[int, list[dict[str, float]]] = (-1, [])
+
+    def send(self, metrics: Mapping[str, torch.Tensor], step: int | None = None) -> None:
+        trainer = self.trainer
+        if not metrics or not trainer.loggers or not trainer.is_global_zero:
+            return
+        # note: a host-device sync point, once per log_every_n_steps and once per epoch
+        values = {k: v.item() for k, v in metrics.items()}
+        values["epoch"] = trainer.current_epoch
+        step = max(trainer.global_step - 1, 0) if step is None else step
+        if step != self.tail[0]:
+            self.tail = (step, [])
+        self.tail[1].append(values)
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step)
+
+    def hyperparameters(self) -> None:
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        model = trainer.lightning_module
+        params = dict(model.hparams)
+        if trainer.datamodule is not None:
+            params.update(trainer.datamodule.hparams)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(params)
+            logger.log_graph(model, model.example_input_array)
 
 
 class _InHook:

@@ -8,12 +8,15 @@ in one place.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
 from ember.optimizers import LRSchedulerConfig, ManualOptimizer, parse_optimizers
 from ember.state import FitState
+
+log = logging.getLogger("ember")
 
 if TYPE_CHECKING:
     from ember.callbacks.base import CallbackList
@@ -35,11 +38,13 @@ class Optimization:
         self.trainer, self.callbacks, self.logs, self.precision, self.state = (trainer, callbacks, logs,
                                                                                precision, state)
         self.model: Module = trainer.lightning_module
+        self.strategy = trainer.strategy
         self.optimizers: list[torch.optim.Optimizer] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self.manual_optimizers: list[ManualOptimizer] = []
         self.clip_each_step = False
         self.flush_due = False  # the last step ended on a log_every_n_steps boundary
+        self._warned_no_step = False
 
     def configure(self) -> None:
         """Call `configure_optimizers` and check what it returned against the Trainer's arguments."""
@@ -63,9 +68,15 @@ class Optimization:
 
     def training_step(self, batch: Any, batch_idx: int, window_ends: bool) -> Any:
         """Automatic optimization of one batch: training_step, backward, and a step if the window ends."""
+        strategy = self.strategy
+        # inside an accumulation window, several processes reduce gradients only on its last batch
+        with strategy.no_sync() if not window_ends else _NO_CONTEXT:
+            return self._training_step(batch, batch_idx, window_ends)
+
+    def _training_step(self, batch: Any, batch_idx: int, window_ends: bool) -> Any:
         model, trainer = self.model, self.trainer
         with self.logs.in_hook("training_step"), self.precision.forward_context():
-            outputs = model.training_step(batch, batch_idx)
+            outputs = self.strategy.training_step(model, batch, batch_idx)
         loss = check_step_output(outputs, manual=False)
         if loss is None:  # the user skipped this batch
             return outputs
@@ -126,6 +137,15 @@ class Optimization:
         state.stepped = True
         self.flush_due = state.global_step % self.trainer.log_every_n_steps == 0
 
+    def warn_if_no_step(self, steps_before: int) -> None:
+        """At an epoch's end: say once if it took no optimizer step (training_step returned None throughout)."""
+        state = self.state
+        if (state.global_step == steps_before and state.batches_done > 0 and not self._warned_no_step
+                and self.model.automatic_optimization):
+            self._warned_no_step = True
+            log.warning("Epoch %d ended without an optimizer step: training_step returned None for every batch "
+                        "(a None return skips the batch). Return the loss to train.", state.epoch)
+
     def holds_gradients(self) -> bool:
         """Whether some parameter has a gradient that no step has used yet (an open accumulation window)."""
         return any(p.grad is not None for o in self.optimizers for g in o.param_groups for p in g["params"])
@@ -165,6 +185,17 @@ class Optimization:
         params = dict(self.model.named_parameters())
         for name, grad in grads.items():
             params[name].grad = grad.to(device=params[name].device, dtype=params[name].dtype)
+
+
+class _NoContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_NO_CONTEXT = _NoContext()
 
 
 def check_step_output(output: Any, manual: bool) -> torch.Tensor | None:

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -23,12 +23,12 @@ from ember import schedule
 from ember.arguments import (as_list, build_callbacks, build_loggers, check_clipping, check_fast_dev_run, check_int,
                              check_limit, check_sources, merge_callbacks, ordered_callbacks, parse_max_time,
                              unknown_argument_message)
-from ember.callbacks.base import Callback, CallbackList
+from ember.callbacks.base import CallbackList
 from ember.checkpoint import restore
 from ember.data import DataConnector, DataModule
 from ember.evaluation import EvalContext, evaluation_loop, predict_loop, print_results, sanity_check
 from ember.interrupts import GracefulInterrupt
-from ember.logs import LogCollector
+from ember.logs import LogCollector, LoggerFeed
 from ember.module import Module
 from ember.optimization import Optimization, check_step_output
 from ember.precision import Precision, parse_precision
@@ -92,7 +92,7 @@ class Trainer(TrainerProperties, Checkpointing):
         if unknown:
             valid = [p for p in inspect.signature(Trainer.__init__).parameters if p not in ("self", "unknown")]
             raise TypeError(unknown_argument_message(unknown, valid))
-        self.strategy: Strategy = select_strategy(strategy, accelerator, devices)
+        self.strategy: Strategy = select_strategy(strategy, accelerator, devices, num_nodes)
         self.precision = parse_precision(precision)
         self._precision = Precision(self.precision, self.strategy.root_device.type)
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
@@ -155,7 +155,7 @@ class Trainer(TrainerProperties, Checkpointing):
         self._callbacks = CallbackList()
         self._callbacks_of: Module | None = None  # the model whose configure_callbacks were merged in
         self.log_collector = LogCollector()  # what self.log records; the Module logs through it
-        self.log_collector.reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
+        self.log_collector.strategy = self.strategy if self.strategy.world_size > 1 else None
         self._data = DataConnector(self, self._precision, Module)
         self.train_dataloader: Any = None
         self.val_dataloaders: list[Any] = []
@@ -167,12 +167,8 @@ class Trainer(TrainerProperties, Checkpointing):
         self.num_predict_batches: list[float] = []
         self._val_every = math.inf
         self._start_time = 0.0
-        self._warned_no_step = False
-        self._log_tail: tuple[int, list[dict[str, float]]] = (-1, [])  # (newest step sent to loggers, its rows)
+        self._feed = LoggerFeed(self)  # what reaches the loggers, from rank zero
         self.ckpt_path: str | None = None  # the checkpoint the last stage loaded
-
-    def _all_callbacks(self) -> list[Callback]:
-        return self._callbacks.callbacks if len(self._callbacks) else self.callbacks
 
     # --- fit -------------------------------------------------------------------------------------
 
@@ -203,7 +199,7 @@ class Trainer(TrainerProperties, Checkpointing):
         self.optimization.configure()
         if checkpoint is not None:
             self._restore(checkpoint)
-        self._log_hyperparams()
+        self._feed.hyperparameters()
         self._start_time = time.monotonic()
 
         callbacks.on_fit_start(self, model)
@@ -262,6 +258,10 @@ class Trainer(TrainerProperties, Checkpointing):
             self._train_batch(batch, batch_idx)
             if self._validation_due():
                 self._run_validation()
+            self.should_stop, signalled = self.strategy.agree_on_stopping(self.should_stop,
+                                                                         self._interrupt.requested is not None)
+            if signalled and self._interrupt.requested is None:
+                self._interrupt.requested = "a signal on another rank"
             stopped = self._stop_mid_epoch() or self._interrupt.requested is not None
         state.epoch_finished = batch_idx + 1 >= self.num_training_batches or exhausted
         if exhausted:
@@ -271,14 +271,14 @@ class Trainer(TrainerProperties, Checkpointing):
 
         with logs.in_hook("on_train_epoch_end"):
             model.on_train_epoch_end()
-            self._send_to_loggers(logs.end_epoch())  # before the callbacks, which may write a checkpoint
+            self._feed.send(logs.end_epoch())  # before the callbacks, which may write a checkpoint
             if state.epoch_finished:
                 self.optimization.step_schedulers("epoch")
             state.epoch_ended = True  # a checkpoint written from here on resumes after this epoch's end
             callbacks.on_train_epoch_end(self, model)
-            self._send_to_loggers(logs.end_epoch())  # what callbacks logged in on_train_epoch_end
+            self._feed.send(logs.end_epoch())  # what callbacks logged in on_train_epoch_end
         if state.epoch_finished:
-            self._warn_if_no_step(steps_before)
+            self.optimization.warn_if_no_step(steps_before)
             state.next_epoch()
         self.should_stop = self.strategy.reduce_bool(self.should_stop)
 
@@ -296,7 +296,7 @@ class Trainer(TrainerProperties, Checkpointing):
             outputs = self.optimization.training_step(batch, batch_idx, window_ends)
         else:
             with logs.in_hook("training_step"), self._precision.forward_context():
-                outputs = model.training_step(batch, batch_idx)
+                outputs = self.strategy.training_step(model, batch, batch_idx)
             check_step_output(outputs, manual=True)
         state.batches_done = batch_idx + 1
         state.total_batches += 1
@@ -321,14 +321,7 @@ class Trainer(TrainerProperties, Checkpointing):
         loggers hold is never behind the newest checkpoint."""
         if self.optimization is not None and self.optimization.flush_due:
             self.optimization.flush_due = False
-            self._send_to_loggers(self.log_collector.pop_step_values(), step=self.global_step - 1)
-
-    def _warn_if_no_step(self, steps_before: int) -> None:
-        if (self.global_step == steps_before and self.fit_state.batches_done > 0 and not self._warned_no_step
-                and self.lightning_module.automatic_optimization):
-            self._warned_no_step = True
-            log.warning("Epoch %d ended without an optimizer step: training_step returned None for every batch "
-                        "(a None return skips the batch). Return the loss to train.", self.current_epoch)
+            self._feed.send(self.log_collector.pop_step_values(), step=self.global_step - 1)
 
     # --- when things happen (the rules are in schedule.py) ----------------------------------------
 
@@ -386,7 +379,7 @@ class Trainer(TrainerProperties, Checkpointing):
 
     def _eval_context(self) -> EvalContext:
         return EvalContext(self._callbacks, self.log_collector, self._precision, self._data.to_device,
-                           self._send_to_loggers)
+                           self._feed.send)
 
     def _run_validation(self) -> None:
         evaluation_loop(self, "validate", self._eval_context())
@@ -440,7 +433,12 @@ class Trainer(TrainerProperties, Checkpointing):
                 status = "interrupted"
         except BaseException as err:
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            self._callbacks.on_exception(self, model, err)
+            # another rank's failure, seen here as a failed collective: say which rank stopped answering
+            seen = self.strategy.failure(err)
+            self._callbacks.on_exception(self, model, seen or err)
+            self.strategy.on_exception(seen or err)
+            if seen is not None:
+                raise seen from None
             raise
         finally:
             if anomaly is not None:
@@ -450,6 +448,7 @@ class Trainer(TrainerProperties, Checkpointing):
     def _setup_stage(self, stage: str) -> None:
         model, datamodule = self.lightning_module, self.datamodule
         self.strategy.setup_environment()
+        self.strategy.share_logger_identity(self.loggers)
         if datamodule is not None:
             if self.is_global_zero:
                 datamodule.prepare_data()
@@ -470,30 +469,10 @@ class Trainer(TrainerProperties, Checkpointing):
             self.datamodule.teardown(stage=stage)
         self._callbacks.teardown(self, model, stage)
         model.teardown(stage=stage)
-        for logger in self.loggers:
-            logger.finalize(status)
+        if self.is_global_zero:
+            for logger in self.loggers:
+                logger.finalize(status)
         self.state = None
-
-    def _log_hyperparams(self) -> None:
-        params = dict(self.lightning_module.hparams)
-        if self.datamodule is not None:
-            params.update(self.datamodule.hparams)
-        for logger in self.loggers:
-            logger.log_hyperparams(params)
-            logger.log_graph(self.lightning_module, self.lightning_module.example_input_array)
-
-    def _send_to_loggers(self, metrics: Mapping[str, torch.Tensor], step: int | None = None) -> None:
-        if not metrics or not self.loggers or not self.is_global_zero:
-            return
-        # note: a host-device sync point, once per log_every_n_steps and once per epoch
-        values = {k: v.item() for k, v in metrics.items()}
-        values["epoch"] = self.current_epoch
-        step = max(self.global_step - 1, 0) if step is None else step
-        if step != self._log_tail[0]:
-            self._log_tail = (step, [])
-        self._log_tail[1].append(values)  # what the loggers hold at the newest step, for a checkpoint
-        for logger in self.loggers:
-            logger.log_metrics(values, step)
 
     # --- data ------------------------------------------------------------------------------------
 

@@ -15,6 +15,9 @@ from ember.module import Module
 class TrainerProperties:
     """The read side of `Trainer` (a part of it, kept in this file so trainer.py holds the loops)."""
 
+    def _all_callbacks(self) -> list[Callback]:
+        return self._callbacks.callbacks if len(self._callbacks) else self.callbacks
+
     @property
     def current_epoch(self) -> int:
         return self.fit_state.epoch

@@ -138,8 +138,12 @@ class ModelCheckpoint(Callback):
         if self._skip(trainer) or not trainer.fit_state.stepped:
             return
         due = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
-        if self.train_time_interval and time.monotonic() - self._last_time >= self.train_time_interval:
-            due, self._last_time = True, time.monotonic()
+        if self.train_time_interval:
+            elapsed = time.monotonic() - self._last_time >= self.train_time_interval
+            if trainer.world_size > 1:  # clocks differ between processes: rank 0's decides
+                elapsed = trainer.strategy.broadcast(elapsed)
+            if elapsed:
+                due, self._last_time = True, time.monotonic()
         if due:
             self._save(trainer)
 
@@ -187,6 +191,8 @@ class ModelCheckpoint(Callback):
                 not trainer.fit_state.epoch_finished:
             return
         metrics = dict(trainer.callback_metrics)
+        if trainer.world_size > 1:  # every rank decides from rank 0's values, so all of them save together
+            metrics = trainer.strategy.broadcast(metrics)
         metrics.setdefault("epoch", torch.tensor(trainer.current_epoch))
         metrics.setdefault("step", torch.tensor(trainer.global_step))
         before = self.state_dict()
