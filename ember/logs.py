@@ -340,7 +340,7 @@ class LogCollector:
         reported on every rank."""
         stage = self._stage
         mine = {n: vars(k) for n, k in stage._keys.items()
-                if k.sync_dist and k.on_epoch and n not in stage._metrics}
+                if k.sync_dist and k.on_epoch and n in stage._epoch}
         specs: dict[str, dict[str, Any]] = {}
         for theirs in self.strategy.all_gather_object(mine):
             specs.update(theirs)
