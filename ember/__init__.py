@@ -7,6 +7,30 @@
 
 __version__ = "0.1.0"
 
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+
+class _UntilConfigured(logging.Handler):
+    """Shows ember's messages (INFO and up: "Seed set to 0", what the tuner chose) on stderr while the
+    application has configured no logging. Once the root logger has a handler (`logging.basicConfig`,
+    Hydra's job logging), it stays silent and the messages reach those handlers instead: the console
+    and Hydra's `<job>.log` file. Checked at each message, so logging configured after `import ember`
+    takes over. `logging.getLogger("ember").setLevel(logging.WARNING)` hides the INFO messages."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:
+            return
+        try:
+            sys.stderr.write(self.format(record) + "\n")  # sys.stderr now, so redirections are followed
+        except Exception:
+            self.handleError(record)
+
+
+_log = logging.getLogger("ember")
+_log.setLevel(logging.INFO)
+_log.addHandler(_UntilConfigured())
+
 from ember.callbacks import Callback  # noqa: E402
 from ember.data import DataModule  # noqa: E402
 from ember.module import Module  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 
@@ -9,9 +10,14 @@ import torch
 
 _SEED_ENV = "EMBER_GLOBAL_SEED"
 
+log = logging.getLogger(__name__)
+
 
 def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
     """Seed python's `random`, numpy and torch (all devices); returns the seed.
+
+    With `verbose`, logs "Seed set to N" at INFO on the `ember.seed` logger (on stderr unless the
+    application configured logging; see `ember/__init__.py`).
 
     The seed is also kept in the environment (`EMBER_GLOBAL_SEED`, inherited by DataLoader workers and
     DDP processes) and fixes the order in which each `fit` shuffles its training data.
@@ -36,7 +42,7 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     except ImportError:
         pass
     if verbose:
-        print(f"Seed set to {seed}")
+        log.info(f"Seed set to {seed}")  # INFO, as in Lightning; shown as ember's logging setup shows it
     return seed
 
 

@@ -43,7 +43,7 @@ STEP_METRIC = "trainer/global_step"
 FLUSH_INTERVAL_S = 0.05
 MAX_FLUSH_WAIT_S = 1.0
 
-log = logging.getLogger("ember")
+log = logging.getLogger(__name__)
 
 # The ids of the runs that WandbLoggers started in this process: such a run may be continued by a logger
 # with its id, and is finished when a logger with another id starts its own. A run the user started with
