@@ -42,7 +42,7 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     except ImportError:
         pass
     if verbose:
-        log.info(f"Seed set to {seed}")  # INFO, as in Lightning; shown as ember's logging setup shows it
+        log.info(f"Seed set to {seed}")  # at INFO, as Lightning logs it
     return seed
 
 
