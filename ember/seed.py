@@ -3,6 +3,7 @@ every random generator, saved in checkpoints and put back on resume."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from typing import Any, Mapping
@@ -11,9 +12,14 @@ import torch
 
 _SEED_ENV = "EMBER_GLOBAL_SEED"
 
+log = logging.getLogger(__name__)
+
 
 def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
     """Seed python's `random`, numpy and torch (all devices); returns the seed.
+
+    With `verbose`, logs "Seed set to N" at INFO on the `ember.seed` logger (on stderr unless the
+    application configured logging; see `ember/__init__.py`).
 
     The seed is also kept in the environment (`EMBER_GLOBAL_SEED`, inherited by DataLoader workers and
     DDP processes) and fixes the order in which each `fit` shuffles its training data.
@@ -38,7 +44,7 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     except ImportError:
         pass
     if verbose:
-        print(f"Seed set to {seed}")
+        log.info(f"Seed set to {seed}")  # at INFO, as Lightning logs it
     return seed
 
 
