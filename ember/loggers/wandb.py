@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 import time
 from typing import Any, Mapping, Sequence
 
@@ -247,6 +248,14 @@ class WandbLogger(Logger):
             self._run = None
         else:
             self.save()
+
+    def resume_at(self, step: int, rows: Sequence[Mapping[str, Any]] = ()) -> None:
+        """W&B cannot delete what a run logged: say that the rows the interrupted run logged after its last
+        checkpoint will be there twice (with the same values, when the resume is exact)."""
+        warnings.warn(f"WandbLogger: resuming run {self.version!r} at step {step}. W&B cannot delete logged rows, so "
+                      "the rows the interrupted run logged after its last checkpoint appear twice in the run (same "
+                      "steps, same values). CSVLogger, TensorBoardLogger and MLFlowLogger hold each row once.",
+                      UserWarning, stacklevel=2)
 
     def state_dict(self) -> dict[str, Any]:
         return {"project": self._project, "id": self.version}
