@@ -171,3 +171,18 @@ def test_early_stopping_seen_by_one_rank_stops_both_at_the_same_step(tmp_path):
     assert code == 0, output[-3000:]
     first, second = result(tmp_path, 0), result(tmp_path, 1)
     assert first["global_step"] == second["global_step"] < 5 * 4
+
+
+def test_a_hydra_sweep_of_ddp_jobs_makes_one_run_folder_per_job(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "OMP_NUM_THREADS": "1"}
+    sweep = tmp_path / "multirun"
+    done = subprocess.run([sys.executable, str(HERE / "ddp_hydra_job.py"), "-m", "+batch=4,8",
+                           f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun"]  # no folder of another rank
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    for job in ("0", "1"):
+        assert (sweep / job / ".hydra").is_dir()
+        assert sorted(p.name for p in (sweep / job / "ember_logs").iterdir()) == ["version_0"]
+        assert done.stdout.count(f"done in {sweep / job}") == 2  # both ranks ran this job

@@ -43,6 +43,7 @@ log = logging.getLogger("ember")
 
 DEFAULT_TIMEOUT = timedelta(minutes=5)
 _PARENT_ENV = "EMBER_DDP_PARENT_PID"
+_JOB_ENV = "EMBER_DDP_HYDRA_JOB"  # the run folder of the Hydra job whose ranks this process started
 
 
 class RankFailure(RuntimeError):
@@ -112,8 +113,13 @@ class DDPStrategy(Strategy):
         if self._ready:
             return
         if dist.is_available() and dist.is_initialized():
-            self._ready = True
-            return
+            if not _new_hydra_job():
+                self._ready = True  # fit then test, or a second Trainer: the ranks go on in the same group
+                return
+            # a Hydra sweep's next job in this process: the ranks of the last job have ended with it
+            dist.destroy_process_group()
+            for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_PORT"):
+                os.environ.pop(name, None)
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
             self._launch()
         else:
@@ -147,6 +153,8 @@ class DDPStrategy(Strategy):
         os.environ.update(MASTER_ADDR=env["MASTER_ADDR"], MASTER_PORT=env["MASTER_PORT"],
                           WORLD_SIZE=env["WORLD_SIZE"], LOCAL_WORLD_SIZE=env["LOCAL_WORLD_SIZE"],
                           NODE_RANK=env["NODE_RANK"], RANK=str(node_rank * self.num_processes), LOCAL_RANK="0")
+        hydra = _hydra_job()
+        os.environ[_JOB_ENV] = hydra[2] if hydra else ""
         for local in range(1, self.num_processes):
             rank_env = dict(env, RANK=str(node_rank * self.num_processes + local), LOCAL_RANK=str(local))
             self._children.append(subprocess.Popen(command, env=rank_env))
@@ -331,7 +339,14 @@ def _ranks_from_environment() -> tuple[int, int, int]:
 
 
 def _this_command() -> list[str]:
-    """The command that started this process, to start the other ranks with."""
+    """The command that started this process, to start the other ranks with. Under Hydra, the other ranks
+    run this job's overrides (not the whole sweep) in this job's run folder, writing no Hydra files of
+    their own: one run folder per job."""
+    hydra = _hydra_job()
+    if hydra is not None:
+        script, overrides, run_dir = hydra
+        return [sys.executable, script, *overrides, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
+                "hydra/job_logging=none", "hydra/hydra_logging=none"]
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name and spec.name != "__main__":
@@ -344,6 +359,26 @@ def _this_command() -> list[str]:
             "process has none (an interactive session, a notebook or python -c). Run a script, start it with "
             "torchrun --nproc-per-node=N script.py, or use strategy='ddp_spawn'.")
     return [sys.executable, os.path.abspath(script), *sys.argv[1:]]
+
+
+def _hydra_job() -> tuple[str, list[str], str] | None:
+    """(script, this job's overrides, its run folder) when running inside a Hydra app, else None."""
+    if "hydra" not in sys.modules:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    config = HydraConfig.get()
+    script = os.path.abspath(sys.argv[0])
+    return script, list(config.overrides.task), config.runtime.output_dir
+
+
+def _new_hydra_job() -> bool:
+    """Whether this process started ranks for a Hydra job, and now runs another job of the sweep."""
+    started_for = os.environ.get(_JOB_ENV)
+    hydra = _hydra_job()
+    return bool(started_for) and hydra is not None and hydra[2] != started_for
 
 
 def _free_port() -> int:
