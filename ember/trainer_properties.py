@@ -4,16 +4,78 @@ the log collector and the callbacks."""
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
 
 from ember.callbacks.base import Callback
 from ember.module import Module
+from ember.trainer_state import RunningStage, TrainerFn, TrainerState, TrainerStatus
 
 
 class TrainerProperties:
     """The read side of `Trainer` (a part of it, kept in this file so trainer.py holds the loops)."""
+
+    @property
+    def state(self) -> TrainerState:
+        """What the Trainer is doing: `.fn` (the entry point), `.stage` (the loop), `.status`, `.finished`.
+
+        One object for the Trainer's life, as in Lightning. It also equals the entry point's name while
+        that runs (`trainer.state == "fit"` inside fit)."""
+        state = self.__dict__.setdefault("_trainer_state", TrainerState())
+        state.stage = self._running_stage(state.fn) if state.status == TrainerStatus.RUNNING else None
+        return state
+
+    @state.setter
+    def state(self, value: str | None) -> None:
+        # the Trainer sets the entry point's name when it starts and None when it has ended
+        state = self.__dict__.setdefault("_trainer_state", TrainerState())
+        if value is not None:
+            state.fn, state.status = TrainerFn(str(value)), TrainerStatus.RUNNING
+            self._exception_around = sys.exc_info()[1]  # fit may be called inside the caller's `except`
+        elif state.fn is not None:
+            # set in the Trainer's `finally`: an exception of this run on its way out means it did not finish
+            exception = sys.exc_info()[1]
+            failed = exception is not None and exception is not self._exception_around
+            interrupted = failed or getattr(self, "interrupted", False)
+            state.status = TrainerStatus.INTERRUPTED if interrupted else TrainerStatus.FINISHED
+            state.stage = None
+
+    def _running_stage(self, fn: TrainerFn | None) -> RunningStage | None:
+        if fn is None:
+            return None
+        if fn != TrainerFn.FITTING:
+            return {"validate": RunningStage.VALIDATING, "test": RunningStage.TESTING,
+                    "predict": RunningStage.PREDICTING}[fn.value]
+        if self.sanity_checking:
+            return RunningStage.SANITY_CHECKING
+        # inside fit, the validation loop runs its hooks under their names and with the model in eval mode
+        hook = self.log_collector.hook or ""
+        if hook.startswith(("on_validation", "validation_step")):
+            return RunningStage.VALIDATING
+        if not hook and self.lightning_module is not None and not self.lightning_module.training:
+            return RunningStage.VALIDATING
+        return RunningStage.TRAINING
+
+    @property
+    def validating(self) -> bool:
+        """A validation loop runs (in `validate`, or inside `fit`)."""
+        return self.state.stage == RunningStage.VALIDATING
+
+    @property
+    def testing(self) -> bool:
+        return self.state.stage == RunningStage.TESTING
+
+    @property
+    def predicting(self) -> bool:
+        return self.state.stage == RunningStage.PREDICTING
+
+    @property
+    def evaluating(self) -> bool:
+        """Validation, test or the sanity check runs."""
+        stage = self.state.stage
+        return stage is not None and stage.evaluating
 
     @property
     def current_epoch(self) -> int:

@@ -17,7 +17,7 @@ from ember.data import DataModule as LightningDataModule
 from ember.module import Module as LightningModule
 from ember.seed import seed_everything
 from ember.trainer import Trainer as _EmberTrainer
-from ember.lightning import callbacks, loggers, tuner
+from ember.lightning import callbacks, core, loggers, trainer, tuner, utilities
 
 
 class LightningDeprecationWarning(FutureWarning):
@@ -70,5 +70,14 @@ def _say(message: str, stacklevel: int = 3) -> None:
     warnings.warn(message, LightningDeprecationWarning, stacklevel=stacklevel)
 
 
-__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "callbacks", "loggers",
-           "seed_everything", "tuner"]
+def __getattr__(name: str):
+    # `pl.cli` needs jsonargparse, so it is imported when it is asked for
+    if name == "cli":
+        import importlib
+
+        return importlib.import_module("ember.lightning.cli")
+    raise AttributeError(f"module 'ember.lightning' has no attribute {name!r}")
+
+
+__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "callbacks", "core", "loggers",
+           "seed_everything", "trainer", "tuner", "utilities"]
