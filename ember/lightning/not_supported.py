@@ -40,6 +40,8 @@ REASONS: dict[str, str] = {
     "sync_batchnorm": "convert the model with torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) before fit",
     "model_registry": "Lightning's model registry is a hosted service; save with ModelCheckpoint",
     "enable_autolog_hparams": "ember always sends the hyperparameters to the loggers",
+    "TQDMProgressBar.init_*_tqdm": "ember's bar is its own one-line bar, not tqdm's; override get_metrics() "
+                                   "to change what it shows, or write a Callback that draws with tqdm",
     # Tuner-era and 1.x names
     "ProgressBarBase": "Lightning 1.x; use ProgressBar",
 }
