@@ -41,6 +41,13 @@ class ProgressBar(Callback):
         self._trainer: Any = None
         self._dataloader_idx = 0
 
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr
+
+    def _interactive(self) -> bool:
+        return hasattr(self.stream, "isatty") and self.stream.isatty()
+
     # --- Lightning's ProgressBar API (read by subclasses and by code that drives a bar) --------------
 
     @property

@@ -1,4 +1,4 @@
-"""`lightning.pytorch.callbacks.progress_bar`."""
+"""`lightning.pytorch.callbacks.progress.progress_bar`."""
 
 from ember.callbacks.progress import ProgressBar
 

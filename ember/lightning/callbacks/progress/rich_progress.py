@@ -1,4 +1,4 @@
-"""`lightning.pytorch.callbacks.rich_progress`."""
+"""`lightning.pytorch.callbacks.progress.rich_progress`."""
 
 from ember.callbacks.rich_progress import RichProgressBar, RichProgressBarTheme
 

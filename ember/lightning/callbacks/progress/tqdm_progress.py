@@ -1,4 +1,4 @@
-"""`lightning.pytorch.callbacks.tqdm_progress`."""
+"""`lightning.pytorch.callbacks.progress.tqdm_progress`."""
 
 from ember.callbacks.progress import TQDMProgressBar
 
