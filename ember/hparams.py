@@ -33,6 +33,11 @@ _PASSED_ON_LOAD: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar
 class HyperparametersMixin:
     """`save_hyperparameters()` and `self.hparams`, shared by Module and DataModule."""
 
+    # the checkpoint keys of the hyperparameters (Lightning's names and values)
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
     def __init__(self) -> None:
         super().__init__()
         self._hparams = AttributeDict()
@@ -109,6 +114,12 @@ class HyperparametersMixin:
     @property
     def hparams(self) -> AttributeDict:
         return self._hparams
+
+    def remove_ignored_hparams(self, ignore_list: Sequence[str]) -> None:
+        """Forget hyperparameters a base class saved (`self.hparams` and `self.hparams_initial`)."""
+        for name in ignore_list:
+            self._hparams.pop(name, None)
+            self._hparams_initial.pop(name, None)
 
     @property
     def hparams_initial(self) -> AttributeDict:

@@ -3,9 +3,10 @@ the log collector and the callbacks."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -218,8 +219,66 @@ class TrainerProperties:
         return getattr(self.strategy, "device_ids", None) or [self.strategy.root_device.index or 0]
 
     @property
+    def num_sanity_val_batches(self) -> list[float]:
+        """Batches the sanity check runs of each validation loader."""
+        limit = self.num_sanity_val_steps
+        return [n if limit == -1 else min(limit, n) for n in self.num_val_batches]
+
+    @property
+    def received_sigterm(self) -> bool:
+        """A SIGTERM asked the running fit to stop (it ends after the current batch, with a checkpoint)."""
+        interrupt = self.__dict__.get("_interrupt")
+        return interrupt is not None and interrupt.requested == "SIGTERM"
+
+    @property
+    def scaler(self) -> Any:
+        """The `torch.amp.GradScaler` of 16-mixed precision (None otherwise)."""
+        return self._precision.scaler
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int] | None:
+        """What a DistributedSampler needs for this process (None on one process)."""
+        if self.world_size <= 1:
+            return None
+        return {"num_replicas": self.world_size, "rank": self.global_rank}
+
+    @contextlib.contextmanager
+    def init_module(self, empty_init: bool | None = None) -> Iterator[None]:
+        """Create a model's tensors on this Trainer's device, in the dtype of a '-true' precision.
+
+        Example:
+            >>> with trainer.init_module():
+            ...     model = Classifier()  # built on the GPU, in bfloat16 with precision='bf16-true'
+        """
+        dtype = self._precision.param_dtype
+        previous = torch.get_default_dtype()
+        with torch.device(self.root_device):
+            if dtype is not None:
+                torch.set_default_dtype(dtype)
+            try:
+                yield
+            finally:
+                torch.set_default_dtype(previous)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """`print`, on the process of rank 0 only."""
+        if self.is_global_zero:
+            print(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # called only for names the Trainer lacks: Lightning's get their row of docs/lightning-compat.md
+        if name in _NOT_SUPPORTED:
+            from ember.lightning.not_supported import refuse
+
+            refuse(name, f"trainer.{name}", AttributeError)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
     def estimated_stepping_batches(self) -> float:
         """Optimizer steps the fit will take (for schedulers such as OneCycleLR)."""
         per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
         total = per_epoch * self.max_epochs if self.max_epochs != -1 else math.inf
         return min(total, self.max_steps) if self.max_steps != -1 else total
+
+
+_NOT_SUPPORTED = ("is_last_batch", "precision_plugin")

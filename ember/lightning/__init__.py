@@ -29,6 +29,7 @@ class Trainer(_EmberTrainer):
 
     def __init__(self, *args: Any, gpus: Any = None, resume_from_checkpoint: Any = None,
                  auto_lr_find: Any = None, auto_scale_batch_size: Any = None, **kwargs: Any) -> None:
+        _drop_lightning_defaults(kwargs)
         accelerator = kwargs.get("accelerator")
         if accelerator in ("dp", "ddp", "ddp_spawn", "ddp2"):
             _say(f"Trainer(accelerator={accelerator!r}) is Lightning 1.x; in 2.x it is "
@@ -50,6 +51,25 @@ class Trainer(_EmberTrainer):
         if ckpt_path is None:
             ckpt_path = self._resume_from_checkpoint
         super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path)
+
+
+# Lightning 2.x arguments ember lacks, with the value that turns them off: passing that value (as configs
+# written for Lightning's CLI do) changes nothing, so it is accepted; any other value is refused.
+LIGHTNING_DEFAULTS = {"profiler": None, "plugins": None, "sync_batchnorm": False, "enable_autolog_hparams": True,
+                      "model_registry": None, "overfit_batches": 0.0}
+
+
+def _drop_lightning_defaults(kwargs: dict[str, Any]) -> None:
+    import inspect
+
+    from ember.lightning.not_supported import refuse
+
+    own = inspect.signature(_EmberTrainer.__init__).parameters
+    for name, off in LIGHTNING_DEFAULTS.items():
+        if name in kwargs and name not in own:
+            value = kwargs.pop(name)
+            if value != off:
+                refuse(name, f"Trainer({name}={value!r})", TypeError)
 
 
 def _translate_gpus(gpus: Any) -> dict[str, Any]:

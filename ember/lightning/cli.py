@@ -241,6 +241,7 @@ class LightningCLI:
         self._set_seed()
         self.before_instantiate_classes()
         self.instantiate_classes()
+        self.after_instantiate_classes()
         if self.subcommand is not None:
             self._run_subcommand(self.subcommand)
 
@@ -295,6 +296,15 @@ class LightningCLI:
                 parser.add_optimizer_args((torch.optim.Optimizer,))
             if not parser._lr_schedulers:
                 parser.add_lr_scheduler_args(LRSchedulerTypeTuple)
+        self.link_optimizers_and_lr_schedulers(parser)
+
+    @staticmethod
+    def link_optimizers_and_lr_schedulers(parser: Any) -> None:
+        """Link the optimizer and scheduler groups added with a `link_to` target (not 'AUTOMATIC') to it, so
+        `--optimizer` fills, say, `--model.optimizer_init`."""
+        for key, (_, link_to) in {**parser._optimizers, **parser._lr_schedulers}.items():
+            if link_to != "AUTOMATIC":
+                parser.link_arguments(key, link_to)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -341,6 +351,9 @@ class LightningCLI:
 
     def before_instantiate_classes(self) -> None:
         """Override to change `self.config` before the classes are built."""
+
+    def after_instantiate_classes(self) -> None:
+        """Override to change `self.model`, `self.datamodule` or `self.trainer` once they are built."""
 
     def instantiate_classes(self) -> None:
         parser = self._parser(self.subcommand)

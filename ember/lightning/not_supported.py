@@ -40,8 +40,16 @@ REASONS: dict[str, str] = {
     "sync_batchnorm": "convert the model with torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) before fit",
     "model_registry": "Lightning's model registry is a hosted service; save with ModelCheckpoint",
     "enable_autolog_hparams": "ember always sends the hyperparameters to the loggers",
+    "overfit_batches": "use limit_train_batches=N and pass the training loader (unshuffled) as the validation "
+                       "loader too",
     "TQDMProgressBar.init_*_tqdm": "ember's bar is its own one-line bar, not tqdm's; override get_metrics() "
                                    "to change what it shows, or write a Callback that draws with tqdm",
+    # Trainer attributes
+    "is_last_batch": "compare batch_idx + 1 with trainer.num_training_batches in the batch hooks",
+    "precision_plugin": "ember's precision is chosen by Trainer(precision=...); its grad scaler is trainer.scaler",
+    # DataModule hooks the Trainer does not call yet
+    "LightningDataModule.on_exception": "handle the failure in a Callback's on_exception (which the Trainer "
+                                        "calls) instead",
     # Tuner-era and 1.x names
     "ProgressBarBase": "Lightning 1.x; use ProgressBar",
 }
@@ -51,10 +59,16 @@ class NotSupportedError(ImportError):
     """A Lightning name that ember does not have (an ImportError, so `from ... import` shows the reason)."""
 
 
-def refuse(name: str, where: str) -> NoReturn:
-    """Raise the `NotSupportedError` of the row `name`, which the user reached as `where`."""
+def message(name: str, where: str) -> str:
+    """What a not-supported row says: what was reached, why ember lacks it, what to use, and the row."""
     reason = REASONS.get(name, "ember does not implement it")
-    raise NotSupportedError(f"{where} is not supported by ember: {reason}. See the row {name!r} in {COMPAT_DOC}.")
+    return f"{where} is not supported by ember: {reason}. See the row {name!r} in {COMPAT_DOC}."
+
+
+def refuse(name: str, where: str, error: type[Exception] = NotSupportedError) -> NoReturn:
+    """Raise the error of the row `name`, which the user reached as `where` (an import by default; a
+    TypeError for an argument, an AttributeError for an attribute)."""
+    raise error(message(name, where))
 
 
 def module_getattr(module: str, names: dict[str, str] | None = None):
@@ -74,4 +88,4 @@ def module_getattr(module: str, names: dict[str, str] | None = None):
     return __getattr__
 
 
-__all__ = ["NotSupportedError", "REASONS", "module_getattr", "refuse"]
+__all__ = ["NotSupportedError", "REASONS", "message", "module_getattr", "refuse"]
