@@ -66,7 +66,7 @@ def tiny(base, fail=False):
                 raise ValueError("boom")
             return self.layer(batch[0]).pow(2).mean()
 
-        def validation_step(self, batch, batch_idx):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
             self.log("v", self.layer(batch[0]).mean())
 
         def test_step(self, batch, batch_idx):
@@ -285,3 +285,129 @@ def test_a_name_ember_lacks_says_why_and_what_to_use():
         from ember.lightning.utilities import CombinedLoader  # noqa: F401
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         pl.utilities.no_such_name
+
+
+# --- Trainer and DataModule names -----------------------------------------------------------------------
+
+
+def test_trainer_extras(tmp_path, capsys):
+    trainer = ember.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, num_sanity_val_steps=2, default_root_dir=tmp_path)
+    trainer.fit(tiny(ember.Module), loader(), [loader(), loader(batch_size=64)])
+    assert trainer.num_val_batches == [8, 1] and trainer.num_sanity_val_batches == [2, 1]
+    assert trainer.scaler is None and trainer.distributed_sampler_kwargs is None and not trainer.received_sigterm
+    trainer.print("only on rank zero")
+    assert capsys.readouterr().out == "only on rank zero\n"
+    with trainer.init_module():
+        layer = nn.Linear(2, 2)
+    assert layer.weight.device == trainer.root_device
+    bf16 = ember.Trainer(precision="bf16-true", logger=False)
+    with bf16.init_module():
+        assert nn.Linear(2, 2).weight.dtype == torch.bfloat16
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_trainer_names_ember_lacks_say_why(tmp_path):
+    trainer = ember.Trainer(logger=False)
+    assert not hasattr(trainer, "is_last_batch")
+    with pytest.raises(AttributeError, match=r"trainer.precision_plugin is not supported by ember: .*trainer.scaler"
+                                             r".*See the row 'precision_plugin'"):
+        trainer.precision_plugin
+    with pytest.raises(AttributeError, match="'Trainer' object has no attribute 'no_such_thing'"):
+        trainer.no_such_thing
+    with pytest.raises(TypeError, match=r"Trainer\(profiler=\.\.\.\) is a Lightning 2.x argument that ember does not "
+                                        r"support: use torch.profiler.*See the row 'profiler'"):
+        ember.Trainer(profiler="simple")
+    # the compat Trainer takes Lightning's "off" values, as configs written for Lightning pass them
+    pl.Trainer(profiler=None, plugins=None, sync_batchnorm=False, enable_autolog_hparams=True, logger=False)
+    with pytest.raises(TypeError, match=r"Trainer\(sync_batchnorm=True\) is not supported by ember: convert the "
+                                        r"model with torch.nn.SyncBatchNorm"):
+        pl.Trainer(sync_batchnorm=True)
+
+
+class Batches(ember.DataModule):
+    def __init__(self, batch_size: int = 8, scale: float = 1.0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.seen = []
+        self.shift = 0.0
+
+    def train_dataloader(self):
+        return loader(batch_size=self.hparams.batch_size)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx):
+        self.seen.append("before")
+        return [batch[0] * self.hparams.scale, batch[1]]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        self.seen.append("after")
+        return batch
+
+    def state_dict(self):
+        return {"shift": self.shift}
+
+    def load_state_dict(self, state_dict):
+        self.shift = state_dict["shift"]
+
+
+def test_a_datamodules_batch_transfer_hooks_run_in_place_of_the_modules(tmp_path):
+    data = Batches(scale=0.0)
+    trainer = ember.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=tmp_path)
+    model = tiny(ember.Module)
+    before = model.layer.weight.detach().clone()
+    trainer.fit(model, datamodule=data)
+    assert data.seen == ["before", "after"] * 2
+    assert torch.equal(model.layer.weight, before)  # inputs scaled to 0: no gradient reaches the weights
+
+    data.shift = 3.5
+    trainer.save_checkpoint(tmp_path / "dm.ckpt")
+    again = Batches.load_from_checkpoint(tmp_path / "dm.ckpt", batch_size=4)
+    assert dict(again.hparams) == {"batch_size": 4, "scale": 0.0} and again.shift == 3.5
+
+
+def test_datamodule_from_datasets_and_lightnings_checkpoint(tmp_path):
+    dataset = loader().dataset
+    data = ember.DataModule.from_datasets(dataset, [dataset, dataset], batch_size=16)
+    assert len(data.train_dataloader()) == 4 and [len(d) for d in data.val_dataloader()] == [4, 4]
+    assert ember.DataModule.CHECKPOINT_HYPER_PARAMS_KEY == "hyper_parameters" and ember.DataModule.name is None
+
+    L = lightning()
+
+    class Theirs(L.LightningDataModule):
+        def __init__(self, batch_size: int = 8, scale: float = 1.0):
+            super().__init__()
+            self.save_hyperparameters()
+
+        def state_dict(self):
+            return {"shift": 1.25}
+
+        def train_dataloader(self):
+            return loader(batch_size=self.hparams.batch_size)
+
+    class Batches2(Batches):
+        pass
+
+    Theirs.__qualname__ = Batches2.__qualname__ = "Batches"
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(tiny(L.LightningModule), datamodule=Theirs(batch_size=4, scale=2.0))
+    trainer.save_checkpoint(tmp_path / "theirs.ckpt")
+    ours = Batches2.load_from_checkpoint(tmp_path / "theirs.ckpt")
+    assert dict(ours.hparams) == {"batch_size": 4, "scale": 2.0} and ours.shift == 1.25
+
+
+def test_a_datamodule_on_exception_is_refused_until_the_trainer_calls_it():
+    with pytest.raises(TypeError, match=r"Broken.on_exception is not supported by ember: handle the failure in a "
+                                        r"Callback's on_exception"):
+        class Broken(ember.DataModule):
+            def on_exception(self, exception):
+                pass
+
+
+def test_remove_ignored_hparams():
+    model = Batches(batch_size=2, scale=3.0)
+    model.remove_ignored_hparams(["scale"])
+    assert dict(model.hparams) == {"batch_size": 2} and dict(model.hparams_initial) == {"batch_size": 2}
