@@ -38,14 +38,6 @@ class DataModule(HyperparametersMixin):
         super().__init__()
         self.trainer = None
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "on_exception" in vars(cls):
-            # the Trainer calls the callbacks' on_exception, not the datamodule's: refuse rather than skip it
-            from ember.lightning.not_supported import refuse
-
-            refuse("LightningDataModule.on_exception", f"{cls.__name__}.on_exception", TypeError)
-
     @classmethod
     def from_datasets(cls, train_dataset: Any = None, val_dataset: Any = None, test_dataset: Any = None,
                       predict_dataset: Any = None, batch_size: int = 1, num_workers: int = 0,

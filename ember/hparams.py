@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import copy
 import inspect
+import sys
 import warnings
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -37,6 +38,20 @@ class HyperparametersMixin:
     CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
     CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
     CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # a Lightning hook that ember's loop does not call is refused when the class is defined, instead of
+        # being skipped in silence (docs/lightning-compat.md has the rows)
+        if cls.__module__ in ("ember.module", "ember.data"):
+            return
+        from ember.lightning.not_supported import DATAMODULE_HOOKS, MODULE_HOOKS, refuse_unsupported_hooks
+
+        for base_module, base_name, hooks in (("ember.module", "Module", MODULE_HOOKS),
+                                              ("ember.data", "DataModule", DATAMODULE_HOOKS)):
+            base = getattr(sys.modules.get(base_module), base_name, None)
+            if base is not None and issubclass(cls, base):
+                refuse_unsupported_hooks(cls, base, hooks)
 
     def __init__(self) -> None:
         super().__init__()

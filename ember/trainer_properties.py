@@ -281,4 +281,5 @@ class TrainerProperties:
         return min(total, self.max_steps) if self.max_steps != -1 else total
 
 
-_NOT_SUPPORTED = ("is_last_batch", "precision_plugin")
+_NOT_SUPPORTED = ("is_last_batch", "precision_plugin", "fit_loop", "validate_loop", "test_loop", "predict_loop",
+                  "profiler", "overfit_batches", "enable_autolog_hparams")

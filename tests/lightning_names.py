@@ -9,9 +9,13 @@ tests/test_lightning_compat_table.py asserts that every name has a row.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
+import logging
 import re
 import sys
+import warnings
 from pathlib import Path
 
 TABLE = Path(__file__).resolve().parents[1] / "docs" / "lightning-compat.md"
@@ -33,6 +37,12 @@ def lightning_names() -> dict[str, list[str]]:
     from lightning.pytorch.tuner import Tuner
 
     module_names = set(dir(torch.nn.Module))
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        # an instance: `state`, `should_stop`, the loops and the arguments are set in __init__
+        trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, accelerator="cpu", devices=1)
     trainer_arguments = [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
     cli_arguments = [p for p in inspect.signature(cli.LightningCLI.__init__).parameters if p != "self"]
     return {
@@ -40,7 +50,7 @@ def lightning_names() -> dict[str, list[str]]:
         "LightningModule": [n for n in _public(L.LightningModule) if n not in module_names],
         "LightningDataModule": _public(L.LightningDataModule),
         "Trainer arguments": trainer_arguments,
-        "Trainer properties and methods": _public(L.Trainer),
+        "Trainer properties and methods": _public(trainer),
         "Callbacks": sorted(callbacks.__all__),
         "Loggers": sorted(loggers.__all__),
         "Utilities": sorted(utilities.__all__),
