@@ -111,7 +111,7 @@ class HyperparametersMixin:
         # nor one that load_from_checkpoint is passing right now
         noted = [k for k in left_out if not (k in defaults and defaults[k] is values[k])
                  and k not in _PASSED_ON_LOAD.get()]
-        loads = hasattr(type(self), "load_from_checkpoint")  # a Module does, a DataModule does not
+        loads = hasattr(type(self), "load_from_checkpoint")  # Module and DataModule both have it
         if noted:
             warnings.warn(_left_out_note(owner, noted, values, loads), stacklevel=2)
         values = {k: v for k, v in values.items() if k not in left_out}
