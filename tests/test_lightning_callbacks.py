@@ -485,3 +485,47 @@ def test_rich_callbacks_fall_back_to_the_plain_ones_without_rich(tmp_path, monke
               callbacks=[bar, RichModelSummary()]).fit(net(ember.Module), data())
     assert "pip install 'ember[rich]'" in caplog.text and "Params" in caplog.text
     assert "Epoch 0" in sink.getvalue()
+
+
+# --- state moves between the two ------------------------------------------------------------------------
+
+
+def test_stateful_callbacks_load_each_others_checkpoint_state(tmp_path):
+    L = lightning()
+    import lightning.pytorch.callbacks as theirs
+
+    def make(module):
+        return [module.Timer(duration={"hours": 1}),
+                module.BackboneFinetuning(unfreeze_backbone_at_epoch=1, lambda_func=lambda epoch: 1.5),
+                module.StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=2)]
+
+    runs = fit_both(tmp_path, make, max_epochs=3)
+    (our_trainer, _, ours), (their_trainer, _, theirs_done) = runs
+    our_trainer.save_checkpoint(tmp_path / "ours.ckpt")
+    their_trainer.save_checkpoint(tmp_path / "theirs.ckpt")
+    our_states = load_checkpoint(tmp_path / "ours.ckpt")["callbacks"]
+    their_states = torch.load(tmp_path / "theirs.ckpt", weights_only=False)["callbacks"]
+    assert set(our_states) == set(their_states) == {"Timer", "BackboneFinetuning", "StochasticWeightAveraging"}
+
+    for source, target_module in ((their_states, ember.callbacks), (our_states, theirs)):
+        fresh = {c.state_key: c for c in make(target_module)}
+        for key, state in source.items():
+            fresh[key].load_state_dict(state)
+        assert fresh["Timer"].time_elapsed() == pytest.approx(source["Timer"]["time_elapsed"]["train"])
+        assert fresh["BackboneFinetuning"].previous_backbone_lr == source["BackboneFinetuning"]["previous_backbone_lr"]
+    assert our_states["BackboneFinetuning"]["internal_optimizer_metadata"] == \
+        their_states["BackboneFinetuning"]["internal_optimizer_metadata"]
+    assert our_states["StochasticWeightAveraging"]["n_averaged"] == their_states["StochasticWeightAveraging"]["n_averaged"]
+    assert our_states["StochasticWeightAveraging"]["scheduler_state"].keys() == \
+        their_states["StochasticWeightAveraging"]["scheduler_state"].keys()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA memory stats need a GPU")
+def test_device_stats_monitor_logs_cuda_memory_on_a_gpu(tmp_path):
+    logger = ember.loggers.CSVLogger(tmp_path)
+    trainer = quiet(ember.Trainer, tmp_path, max_epochs=1, accelerator="gpu", devices=1, logger=logger,
+                    log_every_n_steps=1, callbacks=[DeviceStatsMonitor(cpu_stats=False)])
+    trainer.fit(net(ember.Module), data())
+    keys = logged_keys(logger.log_dir + "/metrics.csv")
+    assert "DeviceStatsMonitor.on_train_batch_end/allocated_bytes.all.current" in keys
+    assert not any(k.endswith("cpu_percent") for k in keys)
