@@ -200,3 +200,62 @@ def test_without_jsonargparse_the_error_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_jsonargparse)
     with pytest.raises(ImportError, match=r"jsonargparse, which is not installed: pip install 'ember\[cli\]'"):
         LightningCLI(EmberNet, args=["fit"])
+
+
+SCRIPT = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember.lightning as pl
+from ember.lightning.cli import LightningCLI
+
+
+class Net(pl.LightningModule):
+    def __init__(self, hidden: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def training_step(self, batch, batch_idx):
+        return F.mse_loss(self.net(batch[0]), batch[1])
+
+
+def data(batch_size: int = 4) -> DataLoader:
+    x = torch.randn(32, 3)
+    return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=batch_size)
+
+
+class Data(pl.LightningDataModule):
+    def __init__(self, batch_size: int = 4):
+        super().__init__()
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        return data(self.batch_size)
+
+
+if __name__ == "__main__":
+    cli = LightningCLI(Net, Data)
+    print("global_step", cli.trainer.global_step)
+'''
+
+
+def test_a_script_runs_from_the_command_line_with_a_config(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "train.py").write_text(SCRIPT)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "run.yaml").write_text("trainer:\n  max_epochs: 1\n  logger: false\n"
+                                               "  enable_progress_bar: false\ndata:\n  batch_size: 16\n")
+    done = subprocess.run([sys.executable, "train.py", "fit", "--config", "conf/run.yaml", "--model.hidden", "2",
+                           "--optimizer", "SGD", "--optimizer.lr", "0.1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "global_step 2" in done.stdout  # 32 samples in batches of 16, one epoch
+    # SaveConfigCallback wrote the whole config (with the command line's value) to the run's folder
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["data"] == {"batch_size": 16} and saved["model"] == {"hidden": 2}
+    assert saved["trainer"]["max_epochs"] == 1
+    assert saved["optimizer"] == {"class_path": "torch.optim.SGD", "init_args": {**saved["optimizer"]["init_args"], "lr": 0.1}}
