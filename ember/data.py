@@ -63,7 +63,8 @@ class DataModule(HyperparametersMixin):
         sizes = {k: v for k, v in {"batch_size": batch_size, "num_workers": num_workers}.items()
                  if takes_any or k in params}
         datamodule = cls(**datamodule_kwargs, **sizes)
-        for name, datasets, shuffle in (("train_dataloader", train_dataset, True), ("val_dataloader", val_dataset, False),
+        for name, datasets, shuffle in (("train_dataloader", train_dataset, True),
+                                        ("val_dataloader", val_dataset, False),
                                         ("test_dataloader", test_dataset, False),
                                         ("predict_dataloader", predict_dataset, False)):
             if datasets is not None:

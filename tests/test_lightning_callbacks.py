@@ -515,7 +515,8 @@ def test_stateful_callbacks_load_each_others_checkpoint_state(tmp_path):
         assert fresh["BackboneFinetuning"].previous_backbone_lr == source["BackboneFinetuning"]["previous_backbone_lr"]
     assert our_states["BackboneFinetuning"]["internal_optimizer_metadata"] == \
         their_states["BackboneFinetuning"]["internal_optimizer_metadata"]
-    assert our_states["StochasticWeightAveraging"]["n_averaged"] == their_states["StochasticWeightAveraging"]["n_averaged"]
+    swa = "StochasticWeightAveraging"
+    assert our_states[swa]["n_averaged"] == their_states[swa]["n_averaged"]
     assert our_states["StochasticWeightAveraging"]["scheduler_state"].keys() == \
         their_states["StochasticWeightAveraging"]["scheduler_state"].keys()
 

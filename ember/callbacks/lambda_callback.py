@@ -20,8 +20,8 @@ class LambdaCallback(Callback):
     def __init__(self, **hooks: Callable[..., Any]) -> None:
         unknown = sorted(set(hooks) - set(HOOKS))
         if unknown:
-            raise TypeError(f"LambdaCallback got {', '.join(unknown)}, which {'is not a hook' if len(unknown) == 1 else 'are not hooks'}; "
-                            f"hooks are: {', '.join(HOOKS)}.")
+            what = "is not a hook" if len(unknown) == 1 else "are not hooks"
+            raise TypeError(f"LambdaCallback got {', '.join(unknown)}, which {what}; hooks are: {', '.join(HOOKS)}.")
         for name, fn in hooks.items():
             if fn is None:
                 continue
