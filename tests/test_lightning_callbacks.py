@@ -530,3 +530,21 @@ def test_device_stats_monitor_logs_cuda_memory_on_a_gpu(tmp_path):
     keys = logged_keys(logger.log_dir + "/metrics.csv")
     assert "DeviceStatsMonitor.on_train_batch_end/allocated_bytes.all.current" in keys
     assert not any(k.endswith("cpu_percent") for k in keys)
+
+
+def test_gradient_accumulation_scheduler_resumes_mid_epoch_to_the_same_weights(tmp_path, caplog):
+    def run(ckpt_path=None, save_at=None):
+        callbacks = [GradientAccumulationScheduler({0: 1, 1: 2})]
+        if save_at is not None:
+            callbacks.append(LambdaCallback(on_train_batch_end=lambda t, m, o, b, i: (t.current_epoch, i) == save_at
+                                            and t.save_checkpoint(tmp_path / "mid.ckpt")))
+        trainer = quiet(ember.Trainer, tmp_path, max_epochs=3, callbacks=callbacks)
+        model = net(ember.Module)
+        trainer.fit(model, data(), ckpt_path=ckpt_path)
+        return model
+
+    straight = run(save_at=(1, 1))
+    with caplog.at_level(logging.WARNING, logger="ember"):
+        resumed = run(ckpt_path=tmp_path / "mid.ckpt")
+    assert same_weights(resumed, straight, exact=True)
+    assert "accumulate_grad_batches" not in caplog.text

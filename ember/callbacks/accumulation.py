@@ -56,6 +56,11 @@ class GradientAccumulationScheduler(Callback):
                 "GradientAccumulationScheduler were both given; the schedule sets the value every epoch. Remove "
                 "the Trainer argument, or the callback.")
 
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # a resumed fit takes the scheduled value before the checkpoint's arguments are compared with the
+        # Trainer's, so the comparison does not report the schedule as a change
+        trainer.accumulate_grad_batches = self.get_accumulate_grad_batches(trainer.current_epoch)
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         trainer.accumulate_grad_batches = self.get_accumulate_grad_batches(trainer.current_epoch)
 

@@ -168,8 +168,10 @@ class RichProgressBar(ProgressBar):
             self._update(trainer, kind, batch_idx + 1, metrics=False)
 
     def on_validation_start(self, trainer, pl_module) -> None:
-        description = self.sanity_check_description if trainer.sanity_checking else self.validation_description
-        self._eval_start(trainer, "validate", description, self.total_val_batches)
+        if trainer.sanity_checking:
+            self._eval_start(trainer, "validate", self.sanity_check_description, sum(trainer.num_sanity_val_batches))
+        else:
+            self._eval_start(trainer, "validate", self.validation_description, self.total_val_batches)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
