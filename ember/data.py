@@ -10,6 +10,7 @@ these swapped in, as a distributed sampler would be.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
 from typing import Any, Iterator, Mapping
 
@@ -31,9 +32,83 @@ class DataModule(HyperparametersMixin):
         ...         return DataLoader(self.train, batch_size=8, shuffle=True)
     """
 
+    name: str | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.trainer = None
+
+    @classmethod
+    def from_datasets(cls, train_dataset: Any = None, val_dataset: Any = None, test_dataset: Any = None,
+                      predict_dataset: Any = None, batch_size: int = 1, num_workers: int = 0,
+                      **datamodule_kwargs: Any) -> "DataModule":
+        """A DataModule whose dataloaders are built over the given datasets (each a Dataset, or a list or
+        dict of them; the training ones are shuffled).
+
+        Example:
+            >>> dm = ember.DataModule.from_datasets(train_set, val_set, batch_size=32)
+        """
+
+        def loaders(datasets: Any, shuffle: bool) -> Any:
+            if isinstance(datasets, Mapping):
+                return {k: loaders(v, shuffle) for k, v in datasets.items()}
+            if isinstance(datasets, (list, tuple)):
+                return [loaders(v, shuffle) for v in datasets]
+            return DataLoader(datasets, batch_size=batch_size, num_workers=num_workers,
+                              shuffle=shuffle and not isinstance(datasets, IterableDataset),
+                              pin_memory=torch.cuda.is_available())
+
+        params = inspect.signature(cls.__init__).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        sizes = {k: v for k, v in {"batch_size": batch_size, "num_workers": num_workers}.items()
+                 if takes_any or k in params}
+        datamodule = cls(**datamodule_kwargs, **sizes)
+        for name, datasets, shuffle in (("train_dataloader", train_dataset, True),
+                                        ("val_dataloader", val_dataset, False),
+                                        ("test_dataloader", test_dataset, False),
+                                        ("predict_dataloader", predict_dataset, False)):
+            if datasets is not None:
+                setattr(datamodule, name, lambda d=datasets, s=shuffle: loaders(d, s))
+        return datamodule
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             **kwargs: Any) -> "DataModule":
+        """Build the DataModule from the hyperparameters a checkpoint saved for it (updated by `kwargs`) and
+        put back its `state_dict`.
+
+        Example:
+            >>> dm = Digits.load_from_checkpoint("runs/version_0/checkpoints/last.ckpt", batch_size=64)
+        """
+        from ember.checkpoint import load_checkpoint
+        from ember.plain import from_plain
+
+        checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
+        hparams = {k: from_plain(v) for k, v in (checkpoint.get("datamodule_hyper_parameters") or {}).items()}
+        if hparams_file is not None:
+            import yaml
+
+            with open(hparams_file) as f:
+                hparams.update(yaml.safe_load(f) or {})
+        hparams.update(kwargs)
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            hparams = {k: v for k, v in hparams.items() if k in params}
+        datamodule = cls(**hparams)
+        # ember saves the state under 'datamodule'; Lightning under the class's name
+        state = checkpoint.get("datamodule") or checkpoint.get(cls.__qualname__)
+        if state:
+            datamodule.load_state_dict(state)
+        return datamodule
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Change a batch before it moves to the device; when a DataModule overrides it, it is used in place
+        of the Module's."""
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Change a batch after it moved to the device (used in place of the Module's when overridden)."""
+        return batch
 
     def prepare_data(self) -> None:
         """Download or write to disk, once per machine. Do not set state here."""
@@ -391,15 +466,19 @@ class DataConnector:
         if self.as_they_come:
             return batch
         trainer = self.trainer
-        model, datamodule = trainer.lightning_module, trainer.datamodule
-        batch = model.on_before_batch_transfer(batch, dataloader_idx)
         device = trainer.strategy.root_device
-        if datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device"):
-            batch = datamodule.transfer_batch_to_device(batch, device, dataloader_idx)
-        else:
-            batch = model.transfer_batch_to_device(batch, device, dataloader_idx)
+        batch = self._hook_owner("on_before_batch_transfer").on_before_batch_transfer(batch, dataloader_idx)
+        batch = self._hook_owner("transfer_batch_to_device").transfer_batch_to_device(batch, device, dataloader_idx)
         batch = self.precision.convert_input(batch)
-        return model.on_after_batch_transfer(batch, dataloader_idx)
+        return self._hook_owner("on_after_batch_transfer").on_after_batch_transfer(batch, dataloader_idx)
+
+    def _hook_owner(self, hook: str) -> Any:
+        """Whose batch-transfer hook runs: the DataModule's when it overrides it (as in Lightning), else the
+        Module's."""
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and _overrides(datamodule, DataModule, hook):
+            return datamodule
+        return self.trainer.lightning_module
 
     def batches_need_no_transfer(self) -> bool:
         """On the CPU, with no batch-transfer hook overridden and float32 inputs, a DataLoader's batches
@@ -409,7 +488,7 @@ class DataConnector:
         hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
         return (trainer.strategy.root_device.type == "cpu" and self.precision.param_dtype is None
                 and not any(_overrides(model, Module, hook) for hook in hooks)
-                and not (datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device")))
+                and not (datamodule is not None and any(_overrides(datamodule, DataModule, hook) for hook in hooks)))
 
 
 def _overrides(obj: Any, base: type, name: str) -> bool:

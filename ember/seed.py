@@ -3,10 +3,11 @@ every random generator, saved in checkpoints and put back on resume."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -89,3 +90,20 @@ def draw_data_seed() -> int:
     """The seed of the training data order: from seed_everything if it was called, else drawn once."""
     seed = current_seed()
     return seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+
+
+@contextlib.contextmanager
+def isolate_rng(include_cuda: bool = True) -> Iterator[None]:
+    """Run a block without changing what the random generators draw after it (their states are put back).
+
+    Example:
+        >>> with isolate_rng():
+        ...     torch.rand(1)  # the next draw outside is the same as without this block
+    """
+    states = rng_states()
+    if not include_cuda:
+        states.pop("cuda", None)
+    try:
+        yield
+    finally:
+        set_rng_states(states)
