@@ -467,7 +467,7 @@ def compare(base: Run, resumed: Run, config: dict[str, Any], exact: bool) -> lis
         if differ:
             problems.append(f"weights differ from the uninterrupted run: {_short(differ)}")
     found = logged_rows(resumed, config)
-    if config["logger"] == "wandb":
+    if config["logger"] == "wandb" and resumed.result["resumed_from"] is not None:
         # W&B cannot delete rows: the resume says that those after the checkpoint are there twice (the
         # ones at the checkpoint's last step and after), and each must be there at least once
         said = any("W&B cannot delete logged rows" in w["message"] for w in resumed.result["warnings"])
