@@ -150,8 +150,9 @@ def main(stage: str, argv: list[str]) -> int:
     if not any(a in ("-cd", "--config-dir") or a.startswith("--config-dir=") for a in argv):
         if Path("configs").is_dir():  # a configs/ folder beside the command is the user's config folder
             argv = ["--config-dir", str(Path("configs").resolve()), *argv]
+    os.environ["EMBER_COMMAND"] = " ".join(["ember", stage, *argv])  # for run.json, also in launcher workers
     saved = sys.argv
-    sys.argv = [f"ember {stage}", f"hydra.job.name=ember_{stage}", *argv]
+    sys.argv = [f"ember {stage}", *argv, f"hydra.job.name=ember_{stage}"]
     sweeps.LAST_SUMMARY.clear()
     try:
         hydra_app(stage)()

@@ -68,7 +68,7 @@ class RunRecord:
         return self.data.get("metric")
 
     def start(self, stage: str, cfg_hash: str, params: list[str]) -> None:
-        self.data.update(status="running", stage=stage, metric=None, command=" ".join(sys.argv),
+        self.data.update(status="running", stage=stage, metric=None, command=os.environ.get("EMBER_COMMAND", " ".join(sys.argv)),
                          cwd=os.getcwd(), git_commit=git_commit(os.getcwd()), config_hash=cfg_hash,
                          params=params, started=time.time(), fit_calls=self.data.get("fit_calls", 0))
         self.data.pop("error", None)
