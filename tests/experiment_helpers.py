@@ -32,7 +32,7 @@ class Regressor(ember.Module):
         if (self.hparams.die_at_step is not None and marker and not os.path.exists(marker)
                 and self.trainer.global_step == self.hparams.die_at_step):
             open(marker, "w").close()
-            os.kill(int(os.environ["MYPKG_DRIVER_PID"]), 9)  # the sweep's driver is killed mid-trial
+            os.kill(os.getpid(), 9)  # the basic launcher runs trials in the driver: the driver dies mid-trial
         x, y = batch
         loss = F.mse_loss(self.net(x), y)
         self.log("train_loss", loss)

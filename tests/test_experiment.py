@@ -111,3 +111,64 @@ def test_compose_builds_what_the_command_builds(project, tmp_path):
     assert [type(c).__name__ for c in trainer.callbacks if "Checkpoint" in type(c).__name__] == ["ModelCheckpoint"]
     trainer.fit(module, datamodule=datamodule)
     assert (tmp_path / "out" / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_killed_sweep_started_again_skips_done_trials_and_resumes_the_interrupted(project):
+    args = ["fit", "-cd", "mypkg/configs", "-m", "experiment=x", "model.lr=0.01,0.02,0.03",
+            "+model.die_at_step=6", "hydra.sweep.dir=sweep", "callbacks.early_stopping=null"]
+    marker = project / "died"
+    first = ember(args, cwd=project, env={**env(), "MYPKG_DIE_MARKER": str(marker)})
+    assert first.returncode == -signal.SIGKILL and marker.exists()
+    assert read_run(project / "sweep" / "0")["status"] == "running"  # trial 0 was killed at step 6
+    assert (project / "sweep" / "0" / "checkpoints" / "last.ckpt").exists()
+    second = ember(args, cwd=project, env={**env(), "MYPKG_DIE_MARKER": str(marker)})
+    assert second.returncode == 0, second.stderr
+    runs = [read_run(project / "sweep" / str(n)) for n in range(3)]
+    assert [r["status"] for r in runs] == ["done"] * 3
+    assert runs[0]["fit_calls"] == 2 and runs[0]["ckpt_path"].endswith("sweep/0/checkpoints/last.ckpt")
+    assert [r["fit_calls"] for r in runs[1:]] == [1, 1]
+    last = torch.load(project / "sweep" / "0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 12  # 3 epochs of 4 batches: the resumed trial finished its run
+
+
+@pytest.mark.slow
+def test_sweep_started_again_after_it_finished_runs_no_fit(project):
+    args = ["fit", "-cd", "mypkg/configs", "-m", "experiment=x", "trainer.max_epochs=1", "model.lr=0.01,0.02",
+            "hydra.sweep.dir=sweep", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    assert ember(args, cwd=project, timeout=300).returncode == 0
+    again = ember(args, cwd=project, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert [read_run(project / "sweep" / str(n))["fit_calls"] for n in range(2)] == [1, 1]
+    assert "2 done, 0 failed" in again.stdout
+
+
+@pytest.mark.slow
+def test_optuna_search_is_seeded_and_a_study_resumes_from_its_storage(project):
+    import optuna
+
+    args = ["fit", "-cd", "mypkg/configs", "-m", "experiment=x", "trainer.max_epochs=1", "hparams_search=optuna",
+            "+hydra.sweeper.params.model.lr='tag(log,interval(0.001,0.1))'", "hydra.sweep.dir=study"]
+    assert ember([*args, "hydra.sweeper.n_trials=2"], cwd=project, timeout=300).returncode == 0
+    more = ember([*args, "hydra.sweeper.n_trials=3"], cwd=project, timeout=300)
+    assert more.returncode == 0, more.stderr
+    study = optuna.load_study(study_name="x", storage=f"sqlite:///{project / 'study' / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    for trial in study.trials:
+        assert trial.value == pytest.approx(read_run(project / "study" / str(trial.number))["metric"])
+    assert [read_run(project / "study" / str(n))["fit_calls"] for n in range(3)] == [1, 1, 1]
+    sampler = optuna.samplers.TPESampler(seed=1234)  # the first trial of a seeded TPE is reproducible
+    fresh = optuna.create_study(sampler=sampler)
+    assert fresh.ask().suggest_float("model.lr", 0.001, 0.1, log=True) == pytest.approx(study.trials[0].params["model.lr"])
+
+
+@pytest.mark.slow
+def test_ckpt_path_auto_resumes_the_newest_run_of_the_same_config(project):
+    first = ember(["fit", "-cd", "mypkg/configs", "experiment=x", "trainer.max_epochs=1"], cwd=project)
+    assert first.returncode == 0, first.stderr
+    time.sleep(1.1)  # the next run folder gets a later name
+    second = ember(["fit", "-cd", "mypkg/configs", "experiment=x", "trainer.max_epochs=1", "ckpt_path=auto"],
+                   cwd=project)
+    assert second.returncode == 0, second.stderr
+    older, newer = sorted(run_folders(project), key=lambda f: read_run(f)["started"])
+    assert read_run(newer)["ckpt_path"] == str(older / "checkpoints" / "last.ckpt")

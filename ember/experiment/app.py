@@ -86,7 +86,7 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
         log.info(f"trial {hydra_cfg.job.num} is done already ({output_dir}); skipped")
         return record.metric
     ckpt_path = plain.get("ckpt_path")
-    cfg_hash = runs.config_hash(plain)
+    cfg_hash = runs.config_hash(OmegaConf.to_container(cfg, resolve=False))  # run folders differ, not the config
     last = output_dir / "checkpoints" / "last.ckpt"
     if in_sweep and last.exists() and stage == "fit":
         ckpt_path = str(last)  # an interrupted trial resumes where it stopped
@@ -95,7 +95,7 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
         found = runs.newest_resumable(output_dir.parent.parent, cfg_hash, exclude=output_dir)
         ckpt_path = str(found) if found is not None else None
         log.info(f"ckpt_path=auto: {'resuming from ' + ckpt_path if ckpt_path else 'no earlier run of this config'}")
-    record.start(stage, cfg_hash, list(hydra_cfg.overrides.task))
+    record.start(stage, cfg_hash, list(hydra_cfg.overrides.task), ckpt_path)
     try:
         trainer, module, datamodule = build(cfg, output_dir, allowed)
         if stage == "fit":

@@ -67,8 +67,8 @@ class RunRecord:
     def metric(self) -> float | None:
         return self.data.get("metric")
 
-    def start(self, stage: str, cfg_hash: str, params: list[str]) -> None:
-        self.data.update(status="running", stage=stage, metric=None, command=os.environ.get("EMBER_COMMAND", " ".join(sys.argv)),
+    def start(self, stage: str, cfg_hash: str, params: list[str], ckpt_path: str | None = None) -> None:
+        self.data.update(status="running", ckpt_path=ckpt_path, stage=stage, metric=None, command=os.environ.get("EMBER_COMMAND", " ".join(sys.argv)),
                          cwd=os.getcwd(), git_commit=git_commit(os.getcwd()), config_hash=cfg_hash,
                          params=params, started=time.time(), fit_calls=self.data.get("fit_calls", 0))
         self.data.pop("error", None)
