@@ -152,7 +152,8 @@ def main(stage: str, argv: list[str]) -> int:
             argv = ["--config-dir", str(Path("configs").resolve()), *argv]
     os.environ["EMBER_COMMAND"] = " ".join(["ember", stage, *argv])  # for run.json, also in launcher workers
     saved = sys.argv
-    sys.argv = [f"ember {stage}", *argv, f"hydra.job.name=ember_{stage}"]
+    os.environ["EMBER_JOB_NAME"] = f"ember_{stage}"  # hydra.job.name: the log file ember_<stage>.log
+    sys.argv = [f"ember {stage}", *argv]
     sweeps.LAST_SUMMARY.clear()
     try:
         hydra_app(stage)()

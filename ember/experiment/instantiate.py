@@ -95,13 +95,17 @@ def build(cfg: Any, output_dir: str | Path, allowed: Iterable[str] = ()) -> tupl
     check_config(plain, allowed)
     import ember
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer_kwargs = plain.get("trainer") or {}
+    without_logger = not loggers or trainer_kwargs.get("fast_dev_run")
+    # LearningRateMonitor writes only to loggers: a run with none (logger=none, trainer=fdr) leaves it out
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None
+                 and not (without_logger and str(c.get("_target_", "")).endswith("LearningRateMonitor"))]
     if cfg.get("seed") is not None:
         ember.seed_everything(int(cfg.seed))
     module = instantiate(cfg.model)
     datamodule = instantiate(cfg.data) if cfg.get("data") is not None else None
-    trainer = ember.Trainer(**plain.get("trainer") or {}, callbacks=callbacks, logger=loggers or False,
+    trainer = ember.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False,
                             default_root_dir=str(output_dir))
     return trainer, module, datamodule
 
