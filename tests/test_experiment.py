@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
 import signal
-import subprocess
 import sys
 import time
 
