@@ -32,8 +32,10 @@ class DigitClassifier(ember.Module):
         loss = F.cross_entropy(logits, labels)
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         on_step = stage == "train"
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True)
-        self.log(f"{stage}_acc", accuracy, prog_bar=stage != "train", on_step=on_step, on_epoch=True)
+        sync = stage != "train"  # with several processes, validation and test values cover every rank's share
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=sync)
+        self.log(f"{stage}_acc", accuracy, prog_bar=stage != "train", on_step=on_step, on_epoch=True,
+                 sync_dist=sync)
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--root", default="runs/mnist", help="where logs and checkpoints go")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint under --root")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="processes to train on (DDP on the CPU: the others are started by ember)")
     args = parser.parse_args(argv)
     # plain lines on stdout, as print would; does nothing when the caller has configured logging
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
@@ -42,11 +44,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         callbacks=[checkpoint, EarlyStopping(monitor="val_loss", patience=3), LearningRateMonitor()],
         log_every_n_steps=10,
         deterministic=True,
+        accelerator="cpu" if args.devices > 1 else "auto",
+        devices=args.devices,
     )
     start = time.perf_counter()
     trainer.fit(model, datamodule=data, ckpt_path="last" if args.resume else None)
     fit_seconds = time.perf_counter() - start
     results = trainer.test(datamodule=data, ckpt_path="best", verbose=False)[0]
+    if not trainer.is_global_zero:
+        return results
 
     log.info(f"\ntest accuracy   {results['test_acc']:.4f}  (10,000 MNIST test images)")
     log.info(f"test loss       {results['test_loss']:.4f}")
