@@ -91,6 +91,16 @@ def ordered_callbacks(callbacks: list[Callback]) -> list[Callback]:
         [c for c in callbacks if isinstance(c, ModelCheckpoint)]
 
 
+def split_judges(callbacks: list[Callback]) -> tuple[list[Callback], list[Callback]]:
+    """(the other callbacks, EarlyStopping and ModelCheckpoint callbacks): at the end of a training epoch
+    the module's hook runs between the two (Lightning's order), so what it logs there is judged."""
+    from ember.callbacks.early_stopping import EarlyStopping
+    from ember.callbacks.model_checkpoint import ModelCheckpoint
+
+    judges = [c for c in callbacks if isinstance(c, (EarlyStopping, ModelCheckpoint))]
+    return [c for c in callbacks if c not in judges], judges
+
+
 def as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -172,6 +182,17 @@ def check_sources(model: Any, loaders: Any, datamodule: Any, stage: str, argumen
     if datamodule is not None and not isinstance(datamodule, datamodule_class):
         raise TypeError(f"trainer.{stage}(datamodule=...) expects an ember.DataModule, got "
                         f"{type(datamodule).__name__}.")
+    step = STEPS[stage]
+    own = step in vars(model) or getattr(type(model), step, None) is not getattr(module_class, step)
+    if getattr(model, step, None) is None or (stage != "predict" and not own):
+        state = "None" if getattr(model, step, None) is None else "not defined"
+        raise ValueError(f"trainer.{stage}() runs {type(model).__name__}.{step}(batch, batch_idx), which is "
+                         f"{state}. Define it{', returning the loss' if stage == 'fit' else ''}, or call another "
+                         "stage. (Setting a step to None switches its loop off inside fit only.)")
+
+
+# the step each entry point runs
+STEPS = {"fit": "training_step", "validate": "validation_step", "test": "test_step", "predict": "predict_step"}
 
 
 def merge_callbacks(trainer_callbacks: list[Callback], model_callbacks: list[Callback]) -> list[Callback]:

@@ -271,7 +271,7 @@ class DataConnector:
         trainer = self.trainer
         if loaders is None:
             source = trainer.datamodule if trainer.datamodule is not None else trainer.lightning_module
-            if not hasattr(source, "train_dataloader"):
+            if getattr(source, "train_dataloader", None) is None:
                 raise ValueError("trainer.fit() found no training data: pass train_dataloaders, a datamodule, "
                                  "or define train_dataloader() on the model.")
             loaders = source.train_dataloader()

@@ -15,20 +15,20 @@ import logging
 import math
 import os
 import time
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from ember import schedule
 from ember.arguments import (as_list, build_callbacks, build_loggers, check_clipping, check_fast_dev_run, check_int,
                              check_limit, check_sources, merge_callbacks, ordered_callbacks, parse_max_time,
-                             unknown_argument_message)
+                             split_judges, unknown_argument_message)
 from ember.callbacks.base import Callback, CallbackList
 from ember.checkpoint import restore
 from ember.data import DataConnector, DataModule
-from ember.evaluation import EvalContext, evaluation_loop, predict_loop, print_results, sanity_check
+from ember.evaluation import EvalContext, EvalHooks, evaluation_loop, predict_loop, print_results, sanity_check
 from ember.interrupts import GracefulInterrupt
-from ember.logs import LogCollector
+from ember.logs import LogCollector, LoggerConnection
 from ember.module import Module
 from ember.optimization import Optimization, check_step_output
 from ember.precision import Precision, parse_precision
@@ -40,7 +40,7 @@ from ember.trainer_properties import TrainerProperties
 
 log = logging.getLogger("ember")
 
-class Trainer(TrainerProperties, Checkpointing):
+class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
     """Runs fit / validate / test / predict for a `Module`, with Lightning 2.x's arguments.
 
     Example:
@@ -166,6 +166,7 @@ class Trainer(TrainerProperties, Checkpointing):
         self.num_test_batches: list[float] = []
         self.num_predict_batches: list[float] = []
         self._val_every = math.inf
+        self._eval_hooks: dict[str, EvalHooks] = {}  # per stage, made when its dataloaders are connected
         self._start_time = 0.0
         self._warned_no_step = False
         self.ckpt_path: str | None = None  # the checkpoint the last stage loaded
@@ -242,8 +243,7 @@ class Trainer(TrainerProperties, Checkpointing):
         logs.use("train")
         if start == 0:
             logs.reset_stage()
-        model.train()
-        with logs.in_hook("on_train_epoch_start"):
+        with logs.in_hook("on_train_epoch_start"):  # (no model.train(), as in Lightning: set modes stay)
             callbacks.on_train_epoch_start(self, model)
             model.on_train_epoch_start()
 
@@ -264,18 +264,21 @@ class Trainer(TrainerProperties, Checkpointing):
             stopped = self._stop_mid_epoch() or self._interrupt.requested is not None
         state.epoch_finished = batch_idx + 1 >= self.num_training_batches or exhausted
         if exhausted:
-            self._end_unsized_epoch()
+            self._end_unsized_epoch(batch_idx)
         if self._interrupt.requested is not None and not state.epoch_finished:
             return  # the checkpoint is written mid-epoch; the epoch's end hooks run when it resumes
 
+        others, judges = self._epoch_end_callbacks  # judges: EarlyStopping, ModelCheckpoint (Lightning's order)
         with logs.in_hook("on_train_epoch_end"):
+            self._send_to_loggers(logs.end_epoch())  # the epoch's values, read by every hook below
+            others.on_train_epoch_end(self, model)
             model.on_train_epoch_end()
-            self._send_to_loggers(logs.end_epoch())  # before the callbacks, which may write a checkpoint
+            self._send_to_loggers(logs.end_epoch())  # what they logged here, before a checkpoint is written
             if state.epoch_finished:
                 self.optimization.step_schedulers("epoch")
             state.epoch_ended = True  # a checkpoint written from here on resumes after this epoch's end
-            callbacks.on_train_epoch_end(self, model)
-            self._send_to_loggers(logs.end_epoch())  # what callbacks logged in on_train_epoch_end
+            judges.on_train_epoch_end(self, model)
+            self._send_to_loggers(logs.end_epoch())  # what EarlyStopping / ModelCheckpoint logged
         if state.epoch_finished:
             self._warn_if_no_step(steps_before)
             state.next_epoch()
@@ -295,7 +298,7 @@ class Trainer(TrainerProperties, Checkpointing):
             outputs = self.optimization.training_step(batch, batch_idx, window_ends)
         else:
             with logs.in_hook("training_step"), self._precision.forward_context():
-                outputs = model.training_step(batch, batch_idx)
+                outputs = self.optimization.call_training_step(batch, batch_idx)
             check_step_output(outputs, manual=True)
         state.batches_done = batch_idx + 1
         state.total_batches += 1
@@ -305,22 +308,13 @@ class Trainer(TrainerProperties, Checkpointing):
         logs.batch = None  # let the batch's memory go before the next one is collated
         self._flush_step_logs()
 
-    def _end_unsized_epoch(self) -> None:
+    def _end_unsized_epoch(self, batch_idx: int) -> None:
         """An iterable without a length ran out: validate once, and step on a short last accumulation window."""
-        if self.optimization.model.automatic_optimization and self.optimization.holds_gradients():
-            self.optimization.optimizer_step(self.optimization.optimizers[0])
+        if self.optimization.window_open():
+            self.optimization.finish_window(batch_idx)
             self._flush_step_logs()
         if self.enable_validation and self._val_every == math.inf:
             self._run_validation()
-
-    def _flush_step_logs(self) -> None:
-        """Send the step values to the loggers if this batch stepped on a `log_every_n_steps` boundary.
-
-        Called after on_train_batch_end, and before a checkpoint is written in it, so that what the
-        loggers hold is never behind the newest checkpoint."""
-        if self.optimization is not None and self.optimization.flush_due:
-            self.optimization.flush_due = False
-            self._send_to_loggers(self.log_collector.pop_step_values(), step=self.global_step - 1)
 
     def _warn_if_no_step(self, steps_before: int) -> None:
         if (self.global_step == steps_before and self.fit_state.batches_done > 0 and not self._warned_no_step
@@ -385,9 +379,11 @@ class Trainer(TrainerProperties, Checkpointing):
 
     def _eval_context(self) -> EvalContext:
         return EvalContext(self._callbacks, self.log_collector, self._precision, self._data.to_device,
-                           self._send_to_loggers)
+                           self._send_to_loggers, self._eval_hooks)
 
     def _run_validation(self) -> None:
+        if not self.optimization.window_open():  # the last step's gradients go, as in Lightning
+            self.lightning_module.on_validation_model_zero_grad()
         evaluation_loop(self, "validate", self._eval_context())
         self.log_collector.use("train")
 
@@ -425,7 +421,9 @@ class Trainer(TrainerProperties, Checkpointing):
         if self._callbacks_of is not model:  # once per model, so their state lives on from fit to test
             self.callbacks = merge_callbacks(self.callbacks, as_list(model.configure_callbacks()))
             self._callbacks_of = model
-        self._callbacks = CallbackList(ordered_callbacks(self.callbacks))
+        ordered = ordered_callbacks(self.callbacks)
+        self._callbacks = CallbackList(ordered)
+        self._epoch_end_callbacks = tuple(CallbackList(part) for part in split_judges(ordered))
         self._interrupt = GracefulInterrupt()  # replaced by the fit loop's, which listens for signals
         if self.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self.deterministic == "warn")
@@ -458,6 +456,7 @@ class Trainer(TrainerProperties, Checkpointing):
             model.prepare_data()
         self._callbacks.setup(self, model, stage)
         model.setup(stage=stage)
+        model.configure_model()  # after setup, before the model is converted, moved and given optimizers
         self._precision.convert_module(model)
         self.strategy.setup_module(model)
         self._data.prepare()
@@ -473,24 +472,6 @@ class Trainer(TrainerProperties, Checkpointing):
             logger.finalize(status)
         self.state = None
 
-    def _log_hyperparams(self) -> None:
-        params = dict(self.lightning_module.hparams)
-        if self.datamodule is not None:
-            params.update(self.datamodule.hparams)
-        for logger in self.loggers:
-            logger.log_hyperparams(params)
-            logger.log_graph(self.lightning_module, self.lightning_module.example_input_array)
-
-    def _send_to_loggers(self, metrics: Mapping[str, torch.Tensor], step: int | None = None) -> None:
-        if not metrics or not self.loggers or not self.is_global_zero:
-            return
-        # note: a host-device sync point, once per log_every_n_steps and once per epoch
-        values = {k: v.item() for k, v in metrics.items()}
-        values["epoch"] = self.current_epoch
-        step = max(self.global_step - 1, 0) if step is None else step
-        for logger in self.loggers:
-            logger.log_metrics(values, step)
-
     # --- data ------------------------------------------------------------------------------------
 
     def _connect_train_data(self, loaders: Any) -> None:
@@ -502,6 +483,7 @@ class Trainer(TrainerProperties, Checkpointing):
         if stage == "validate":
             self._val_source = loaders
         found, counts = self._data.eval_loaders(stage, loaders)
+        self._eval_hooks[stage] = EvalHooks(stage, self._callbacks, self.lightning_module, len(found) > 1)
         if stage == "validate":
             self.val_dataloaders, self.num_val_batches = found, counts
         elif stage == "test":
