@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
+import ember.loggers
 
 
 def data(n: int = 32, batch_size: int = 8, seed: int = 0) -> DataLoader:
@@ -33,19 +34,24 @@ def quiet_options(**options: Any) -> dict[str, Any]:
 
 
 def fit_both(make_module: Callable[[type], type], tmp_path, fit: Callable[[Any, Any], Any] | None = None,
-             **options: Any) -> tuple[Any, Any, Any, Any]:
-    """Fit `make_module(base)()` under ember and Lightning, from the same initial weights.
+             csv: bool = False, **options: Any) -> tuple[Any, Any, Any, Any]:
+    """Fit `make_module(base)()` under ember and Lightning, from the same initial weights; `csv`: each
+    Trainer logs to a CSVLogger of its own library.
 
     Returns (ember model, ember trainer, Lightning model, Lightning trainer)."""
     L = lightning()
     fit = fit or (lambda trainer, model: trainer.fit(model, data()))
     results = []
-    for base, trainer_class, extra in ((ember.Module, ember.Trainer, {}),
-                                       (L.LightningModule, L.Trainer, {"accelerator": "cpu"})):
+    for base, trainer_class, csv_logger, extra in (
+            (ember.Module, ember.Trainer, ember.loggers.CSVLogger, {}),
+            (L.LightningModule, L.Trainer, L.loggers.CSVLogger, {"accelerator": "cpu"})):
         torch.manual_seed(0)
         model = make_module(base)()
-        trainer = trainer_class(default_root_dir=tmp_path / trainer_class.__module__, **extra,
-                                **quiet_options(**options))
+        root = tmp_path / trainer_class.__module__
+        settings = quiet_options(**options)
+        if csv:
+            settings["logger"] = csv_logger(root)
+        trainer = trainer_class(default_root_dir=root, **extra, **settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Lightning's own notes (num_workers, tips)
             fit(trainer, model)
