@@ -7,11 +7,14 @@ what was given, what was expected, and the fix.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
+import warnings
 from datetime import timedelta
 from typing import Any, Iterable, Mapping
 
 from ember.callbacks.base import Callback
+from ember.plain import omegaconf_kind
 
 # Lightning 1.x arguments that 2.x removed, and what replaced them.
 REMOVED_ARGUMENTS = {
@@ -43,13 +46,24 @@ REMOVED_ARGUMENTS = {
 }
 
 
-def build_loggers(logger: Any, root: str) -> list[Any]:
+def build_loggers(logger: Any, root: str, default: str = "ember") -> list[Any]:
+    """The loggers of `Trainer(logger=...)`. True or None gives the default: ember's is a CSVLogger under
+    `ember_logs/`; Lightning's (`default="lightning"`, for `ember.lightning.Trainer`) a TensorBoardLogger
+    under `lightning_logs/` when tensorboard is installed, else a CSVLogger there."""
     from ember.loggers.base import Logger
 
     if logger is None or logger is True:
         from ember.loggers.csv import CSVLogger
 
-        return [CSVLogger(root, name="ember_logs")]
+        if default == "ember":
+            return [CSVLogger(root, name="ember_logs")]
+        if importlib.util.find_spec("tensorboard") is not None:
+            from ember.loggers.tensorboard import TensorBoardLogger
+
+            return [TensorBoardLogger(root, name="lightning_logs")]
+        warnings.warn("Trainer(logger=True) logs to a CSVLogger under lightning_logs/: Lightning's default, "
+                      "TensorBoard, is not installed (pip install 'ember[tensorboard]').", stacklevel=4)
+        return [CSVLogger(root, name="lightning_logs")]
     if logger is False:
         return []
     loggers = as_list(logger)
@@ -102,10 +116,14 @@ def split_judges(callbacks: list[Callback]) -> tuple[list[Callback], list[Callba
 
 
 def as_list(value: Any) -> list[Any]:
+    """One object or several as a list: a list, tuple, or OmegaConf ListConfig (what Hydra's `instantiate`
+    passes for a list), or the values of a dict or DictConfig (a config group of named callbacks)."""
     if value is None:
         return []
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) or omegaconf_kind(value) == "ListConfig":
         return list(value)
+    if isinstance(value, Mapping) or omegaconf_kind(value) == "DictConfig":
+        return list(value.values())
     return [value]
 
 

@@ -145,9 +145,9 @@ def rebuild_loader(loader: DataLoader, **changes: Any) -> DataLoader:
     )
     if loader.num_workers > 0:
         kwargs["prefetch_factor"] = loader.prefetch_factor
-    kwargs.update(changes)
     if "batch_sampler" not in changes:
         kwargs.update(batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last)
+    kwargs.update(changes)
     return DataLoader(**kwargs)
 
 
@@ -279,6 +279,8 @@ class DataConnector:
             raise TypeError("trainer.fit(train_dataloaders=...) takes one DataLoader; combine several into one "
                             "dataset or loader.")
         as_loader_list(loaders, "train_dataloaders")
+        if trainer.overfit_batches:
+            loaders = in_dataset_order(loaders, "training")
         loader = trainer.strategy.prepare_train_loader(loaders, seed)
         loader, self.train_resumable = make_resumable(loader, seed)
         count = limited(loader_length(loader), trainer.limit_train_batches, "limit_train_batches")
@@ -301,6 +303,8 @@ class DataConnector:
                 raise ValueError(f"trainer.{stage}() found no data: pass dataloaders=..., a datamodule, or "
                                  f"define {method}() on the model or datamodule.")
         loaders = [_quiet_generator(lo) for lo in as_loader_list(loaders, f"{stage} dataloaders")]
+        if trainer.overfit_batches and stage == "validate" and trainer.state == "fit":
+            loaders = [in_dataset_order(lo, "validation") for lo in loaders]
         name = {"validate": "limit_val_batches", "test": "limit_test_batches",
                 "predict": "limit_predict_batches"}[stage]
         limit = getattr(trainer, name)
@@ -356,6 +360,25 @@ class DataConnector:
         return (trainer.strategy.root_device.type == "cpu" and self.precision.param_dtype is None
                 and not any(_overrides(model, Module, hook) for hook in hooks)
                 and not (datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device")))
+
+
+def in_dataset_order(loader: Any, what: str) -> Any:
+    """`Trainer(overfit_batches=N)` trains and validates on the same N batches every epoch: a DataLoader
+    that shuffles is rebuilt to read its dataset in order (with a warning, as Lightning does)."""
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        return loader  # an iterable's order is its own
+    batches = loader.batch_sampler
+    if type(getattr(batches, "sampler", loader.sampler)) is SequentialSampler and type(batches) in (BatchSampler,
+                                                                                                  type(None)):
+        return loader
+    if type(loader) is not DataLoader or loader.batch_size is None or type(loader.batch_sampler) is not BatchSampler:
+        raise ValueError(
+            f"Trainer(overfit_batches=...) needs the same {what} batches every epoch, but this {what} dataloader "
+            f"({type(loader).__name__} with {type(loader.sampler).__name__}) cannot be made to read its dataset in "
+            "order. Pass DataLoader(dataset, batch_size=..., shuffle=False) for overfitting.")
+    warnings.warn(f"Trainer(overfit_batches=...) uses the same batches every epoch, so ember turns off the "
+                  f"shuffling of the {what} dataloader ({type(loader.sampler).__name__}).", stacklevel=5)
+    return rebuild_loader(loader, sampler=SequentialSampler(loader.dataset))
 
 
 def _overrides(obj: Any, base: type, name: str) -> bool:

@@ -142,7 +142,7 @@ def evaluation_loop(trainer: Any, stage: str, run: EvalContext) -> list[dict[str
                     if step_values:  # the user logged with on_step=True: a logger row per batch
                         run.send_to_loggers(step_values, step=log_steps[dataloader_idx], with_epoch=False)
                     log_steps[dataloader_idx] += 1
-        logs.dataloader_idx = None
+        logs.dataloader_idx, logs.batch = None, None  # epoch hooks log outside any batch
         with logs.in_hook(names["epoch_end"]):
             hooks.epoch_end(trainer, model)
             hooks.model_epoch_end()

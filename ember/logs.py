@@ -275,6 +275,8 @@ class LogCollector:
     def _weight(self, batch_size: int | None) -> float:
         if batch_size is not None:
             return float(batch_size)
+        if self.batch is None:  # logged outside a batch (an epoch hook): one value, nothing to weight
+            return 1.0
         if self._batch_size is None:
             self._batch_size = _infer_batch_size(self.batch)
             if self._batch_size is None:

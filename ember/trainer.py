@@ -49,6 +49,8 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
         >>> trainer.test(ckpt_path="best")
     """
 
+    _default_logger = "ember"  # what logger=True / None gives: see arguments.build_loggers
+
     def __init__(
         self,
         *,
@@ -60,6 +62,7 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
         logger: Any = None,
         callbacks: Any = None,
         fast_dev_run: int | bool = False,
+        overfit_batches: int | float = 0.0,
         max_epochs: int | None = None,
         min_epochs: int | None = None,
         max_steps: int = -1,
@@ -102,6 +105,10 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
             limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = fast_dev_run
             max_steps, max_epochs, num_sanity_val_steps, val_check_interval = fast_dev_run, 1, 0, 1.0
             logger = False
+        # overfit_batches: the same first N batches (or fraction) of training and of validation, unshuffled
+        self.overfit_batches = check_limit("overfit_batches", overfit_batches)
+        if self.overfit_batches:
+            limit_train_batches = limit_val_batches = self.overfit_batches
 
         self.max_steps = check_int("max_steps", max_steps, minimum=-1)
         if max_epochs is None:
@@ -140,7 +147,7 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
 
         if barebones:
             logger, enable_checkpointing, enable_progress_bar, enable_model_summary = False, False, False, False
-        self.loggers = build_loggers(logger, self.default_root_dir)
+        self.loggers = build_loggers(logger, self.default_root_dir, self._default_logger)
         self.callbacks = build_callbacks(callbacks, enable_checkpointing, enable_progress_bar,
                                          enable_model_summary)
 

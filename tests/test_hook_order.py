@@ -114,3 +114,83 @@ def test_the_order_is_lightnings(tmp_path, accumulate, optimization_hooks):
     ours = fit_and_record(tmp_path / "ember", optimization_hooks=optimization_hooks,
                           accumulate_grad_batches=accumulate)
     assert ours == lightning
+
+
+def epoch_end_callbacks(calls: list[str], library) -> list:
+    """A ModelCheckpoint, an EarlyStopping and another callback, in that order, recording on_train_epoch_end."""
+
+    def recorded(base, name):
+        def on_train_epoch_end(self, trainer, pl_module):
+            calls.append(name)
+            base.on_train_epoch_end(self, trainer, pl_module)
+
+        return type(name, (base,), {"on_train_epoch_end": on_train_epoch_end})
+
+    return [recorded(library.ModelCheckpoint, "ModelCheckpoint")(monitor="score", mode="max"),
+            recorded(library.EarlyStopping, "EarlyStopping")(monitor="score", mode="max", patience=5),
+            recorded(library.Callback, "Other")()]
+
+
+def scored_module(base: type, calls: list[str]) -> type:
+    class Scored(base):
+        """Logs in on_train_epoch_end a score that another callback computed in its on_train_epoch_end."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+            self.score = None
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def on_train_epoch_end(self):
+            calls.append("Module")
+            self.log("score", self.score)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    return Scored
+
+
+class Scorer:
+    """The 'Other' callback's job: set the module's score for the epoch."""
+
+    @staticmethod
+    def attach(callback):
+        original = callback.on_train_epoch_end
+
+        def on_train_epoch_end(trainer, pl_module):
+            original(trainer, pl_module)
+            pl_module.score = float(trainer.current_epoch)
+
+        callback.on_train_epoch_end = on_train_epoch_end
+        return callback
+
+
+def test_the_module_ends_its_epoch_between_the_other_callbacks_and_the_judges(tmp_path):
+    calls: list[str] = []
+    callbacks = epoch_end_callbacks(calls, ember.callbacks)
+    Scorer.attach(callbacks[2])
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=callbacks, logger=False)
+    trainer.fit(scored_module(ember.Module, calls)(), loader(batch_size=32))
+    assert calls == ["Other", "Module", "EarlyStopping", "ModelCheckpoint"] * 2
+    # the score the callback set reached the module's log and the checkpoint that judged it
+    assert trainer.checkpoint_callback.best_model_score.item() == 1.0
+
+
+def test_the_epoch_end_order_is_lightnings(tmp_path):
+    L = pytest.importorskip("lightning.pytorch")
+    orders = []
+    for library, module_base, trainer_class, extra in ((ember, ember.Module, ember.Trainer, {}),
+                                                       (L, L.LightningModule, L.Trainer, {"accelerator": "cpu"})):
+        calls: list[str] = []
+        callbacks = epoch_end_callbacks(calls, library.callbacks if library is ember else L.callbacks)
+        Scorer.attach(callbacks[2])
+        trainer = trainer_class(default_root_dir=tmp_path / library.__name__, max_epochs=2, callbacks=callbacks,
+                                logger=False, enable_progress_bar=False, enable_model_summary=False, **extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(scored_module(module_base, calls)(), loader(batch_size=32))
+        orders.append((calls, trainer.checkpoint_callback.best_model_score.item()))
+    assert orders[0] == orders[1]

@@ -25,7 +25,11 @@ class LightningDeprecationWarning(FutureWarning):
 
 
 class Trainer(_EmberTrainer):
-    """ember's Trainer, also taking the Lightning 1.x arguments that old code passes."""
+    """ember's Trainer with Lightning's defaults (`logger=True` is a TensorBoardLogger under
+    `lightning_logs/`, or a CSVLogger there without tensorboard), also taking the Lightning 1.x arguments
+    that old code passes."""
+
+    _default_logger = "lightning"
 
     def __init__(self, *args: Any, gpus: Any = None, resume_from_checkpoint: Any = None,
                  auto_lr_find: Any = None, auto_scale_batch_size: Any = None, **kwargs: Any) -> None:
