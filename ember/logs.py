@@ -7,6 +7,7 @@ read back to the host.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from operator import attrgetter
@@ -56,17 +57,11 @@ class _Key:
     dataloader_idx: int | None = None  # the evaluation dataloader that logged it (several of them)
     metric_attribute: str | None = None  # where the model holds the torchmetrics Metric logged
 
-    @property
-    def full_name(self) -> str:
-        return self.name + self.suffix
-
-    @property
-    def step_name(self) -> str:
-        return f"{self.name}_step{self.suffix}" if self.on_epoch else self.full_name
-
-    @property
-    def epoch_name(self) -> str:
-        return f"{self.name}_epoch{self.suffix}" if self.on_step else self.full_name
+    def __post_init__(self) -> None:
+        # the names it is reported under, made once (plain attributes: read on every self.log call)
+        self.full_name = self.name + self.suffix
+        self.step_name = f"{self.name}_step{self.suffix}" if self.on_epoch else self.full_name
+        self.epoch_name = f"{self.name}_epoch{self.suffix}" if self.on_step else self.full_name
 
 
 def parse_reduce_fx(name: str, reduce_fx: Any) -> str:
@@ -223,8 +218,8 @@ class LogCollector:
         key = self._stage._keys.get(name + suffix)
         if key is None:
             key = self._new_key(name, prog_bar, logger, on_step, on_epoch, reduce_fx,
-                                sync_dist and not rank_zero_only, defaults)
-            key.suffix, key.dataloader_idx, key.metric_attribute = suffix, self.dataloader_idx, metric_attribute
+                                sync_dist and not rank_zero_only, defaults, suffix, self.dataloader_idx,
+                                metric_attribute)
             self._stage._keys[key.full_name] = key
         name = key.full_name
         if is_metric(value):
@@ -245,10 +240,11 @@ class LogCollector:
                 agg.add(value, 1.0)
 
     @staticmethod
-    def _new_key(name, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, defaults) -> _Key:
+    def _new_key(name, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, defaults, suffix, dataloader_idx,
+                 metric_attribute) -> _Key:
         key = _Key(name, bool(prog_bar), bool(logger), defaults[0] if on_step is None else bool(on_step),
                    defaults[1] if on_epoch is None else bool(on_epoch), parse_reduce_fx(name, reduce_fx),
-                   bool(sync_dist))
+                   bool(sync_dist), suffix, dataloader_idx, metric_attribute)
         if not key.on_step and not key.on_epoch:
             raise ValueError(f"self.log({name!r}, on_step=False, on_epoch=False) records nothing; "
                              "set on_step=True, on_epoch=True, or both.")
@@ -373,7 +369,7 @@ class LogCollector:
                 metrics[name] = {"path": path, "update_count": metric._update_count,
                                  "state": {k: _detached(v) for k, v in metric.metric_state.items()}}
         return {
-            "keys": {n: vars(k).copy() for n, k in self._train._keys.items()},
+            "keys": {n: dataclasses.asdict(k) for n, k in self._train._keys.items()},
             "epoch": {n: agg.state_dict() for n, agg in self._train._epoch.items()},
             "metrics": metrics,
             "callback_metrics": {k: v.detach().cpu() for k, v in self.callback_metrics.items()},

@@ -134,7 +134,7 @@ class Module(ManualOptimizationMixin, HyperparametersMixin, nn.Module):
                 warnings.warn(f"self.log({name!r}, ...) was called with no Trainer attached; the value is "
                               "dropped.", stacklevel=2)
             return
-        if is_metric(value):
+        if not isinstance(value, torch.Tensor) and is_metric(value):
             metric_attribute = self._metric_attribute(name, value, metric_attribute)
         trainer.log_collector.log(name, value, prog_bar, True if logger is None else logger, on_step, on_epoch,
                                   reduce_fx, sync_dist, batch_size, add_dataloader_idx=add_dataloader_idx,

@@ -153,10 +153,12 @@ class Optimization:
                 self.model.optimizer_step(self.state.epoch, batch_idx, self.views[0], closure or _ran_already)
             finally:
                 self._in_optimizer_step = False
-            self._after_step()
+            self.count_step()
+            self.step_schedulers("step")
         elif closure is not None:
             self._step(optimizer, closure, clip=True)
-            self._after_step()
+            self.count_step()
+            self.step_schedulers("step")
         else:
             self.optimizer_step(optimizer)
 
@@ -165,7 +167,8 @@ class Optimization:
         step-interval schedulers."""
         self._before_step(optimizer, clip=True)
         self.precision.step(optimizer)
-        self._after_step()
+        self.count_step()
+        self.step_schedulers("step")
 
     def zero_grad(self, batch_idx: int) -> None:
         optimizer, model = self.optimizers[0], self.model
@@ -192,11 +195,6 @@ class Optimization:
     def window_open(self) -> bool:
         """Automatic optimization holds gradients of an accumulation window that no step has used yet."""
         return self.pending_gradients and self.model.automatic_optimization
-
-    def _after_step(self) -> None:
-        self.pending_gradients = False
-        self.count_step()
-        self.step_schedulers("step")
 
     # --- both ----------------------------------------------------------------------------------------
 
@@ -260,10 +258,11 @@ class Optimization:
     # --- counting and schedulers ---------------------------------------------------------------------
 
     def count_step(self) -> None:
-        """One optimizer step was taken."""
+        """One optimizer step was taken (it used the gradients of the window)."""
         state = self.state
         state.global_step += 1
         state.stepped = True
+        self.pending_gradients = False
         self.flush_due = state.global_step % self.trainer.log_every_n_steps == 0
 
     def step_schedulers(self, interval: str) -> None:

@@ -70,7 +70,9 @@ class Precision:
         return self.scaler.scale(loss) if self.scaler is not None else loss
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        self.scale(loss).backward(*args, **kwargs)
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        loss.backward(*args, **kwargs)
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
         """Bring gradients back to their true scale before clipping or inspecting them (once per step:
