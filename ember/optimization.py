@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
-from ember.optimizers import LRSchedulerConfig, optimizer_view, parse_optimizers
+from ember.optimizers import LRSchedulerConfig, optimizer_view, parse_optimizers, unwrapped
 from ember.state import FitState
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ class Optimization:
 
     def clip_gradients(self, optimizer: torch.optim.Optimizer, value: float, algorithm: str) -> None:
         """Clip the gradients of `optimizer`'s parameters at their true scale (unscaled first under 16-mixed)."""
-        self.precision.unscale(optimizer)
+        self.precision.unscale(unwrapped(optimizer))
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if algorithm == "norm":
             torch.nn.utils.clip_grad_norm_(params, value)

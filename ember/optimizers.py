@@ -60,6 +60,11 @@ class _SteppedByEmber:
             module.untoggle_optimizer(self)
 
 
+def unwrapped(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The optimizer itself, given it or its view (the grad scaler keeps its state per optimizer object)."""
+    return optimizer.optimizer if isinstance(optimizer, _SteppedByEmber) else optimizer
+
+
 def optimizer_view(optimizer: torch.optim.Optimizer, step: Any, module: Any) -> torch.optim.Optimizer:
     """The optimizer as `self.optimizers()` returns it, and as an overridden `optimizer_step` receives it.
 

@@ -472,3 +472,54 @@ def test_lightning_refuses_the_same_stages(tmp_path):
     trainer = L.Trainer(accelerator="cpu", default_root_dir=tmp_path, **quiet_options())
     with pytest.raises(Exception, match="test_step"):
         trainer.test(disabled_module(L.LightningModule, "test_step")(), data(), verbose=False)
+
+
+def test_clip_gradients_under_16_mixed_clips_the_true_gradients(tmp_path):
+    class Clipped(ember.Module):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.net = nn.Linear(3, 1)
+            self.moves = []
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            before = self.net.weight.detach().clone()
+            self.manual_backward(F.mse_loss(self.net(batch[0]), batch[1]))
+            self.clip_gradients(opt, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
+            opt.step()  # after the clip's unscale: the step does not unscale a second time
+            opt.zero_grad()
+            self.moves.append(torch.linalg.vector_norm(self.net.weight.detach() - before).item())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.net.parameters(), lr=1.0)
+
+    model = Clipped()
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_epochs=4, precision="16-mixed", **quiet_options())
+    trainer.fit(model, data())
+    stepped = [m for m in model.moves if m > 0]  # a step with inf/nan gradients is skipped by the scaler
+    # lr 1: a step moves the weights by the gradient's norm, clipped to 0.5 in true (unscaled) units
+    assert all(m <= 0.5 + 1e-3 for m in stepped) and max(stepped) > 0.49
+
+
+def lbfgs_module(base: type) -> type:
+    class Fitted(base):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(3, 1)
+            self.evaluations = 0
+
+        def training_step(self, batch, batch_idx):
+            self.evaluations += 1
+            return F.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.LBFGS(self.parameters(), lr=0.5, max_iter=5)
+
+    return Fitted
+
+
+def test_lbfgs_steps_with_a_closure_as_in_lightning(tmp_path):
+    ours, trainer, theirs, their_trainer = fit_both(lbfgs_module, tmp_path, max_epochs=2)
+    assert ours.evaluations == theirs.evaluations > trainer.global_step == their_trainer.global_step == 8
+    assert same_weights(ours, theirs)
