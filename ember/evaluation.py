@@ -42,10 +42,10 @@ class EvalHooks:
         stage: 'validate', 'test' or 'predict'.
         callbacks: the run's callback list.
         model: the Module.
-        several: whether the stage has more than one dataloader.
+        loaders: how many dataloaders the stage has (the step's signature is checked only when it will run).
     """
 
-    def __init__(self, stage: str, callbacks: "CallbackList", model: Any, several: bool):
+    def __init__(self, stage: str, callbacks: "CallbackList", model: Any, loaders: int):
         from ember.module import Module, overrides
 
         word = {"validate": "validation", "test": "test", "predict": "predict"}[stage]
@@ -60,7 +60,7 @@ class EvalHooks:
         # at the end, the modes recorded at the start are put back, unless the Module overrides the hook
         train = f"on_{word}_model_train"
         self.model_train = getattr(model, train) if stage != "predict" and overrides(model, Module, train) else None
-        self.step = step_call(model, self.names["step"], several)
+        self.step = step_call(model, self.names["step"], loaders > 1) if loaders else None
 
 
 def step_call(model: Any, name: str, several: bool) -> Callable[..., Any] | None:

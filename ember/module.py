@@ -122,11 +122,27 @@ class Module(ManualOptimizationMixin, HyperparametersMixin, nn.Module):
 
         In `training_step` a value is recorded per step (`on_step=True`); in validation and test, its
         mean over the epoch, weighted by batch size (`on_epoch=True`). With both on, the names get
-        `_step` and `_epoch` suffixes.
+        `_step` and `_epoch` suffixes. Lightning's arguments mean what they mean there:
+
+        - `reduce_fx`: 'mean' (or 'avg'), 'sum', 'max', 'min' in any case, torch.mean/sum/max/min, or the
+          builtins sum/max/min.
+        - `add_dataloader_idx`: with several evaluation dataloaders the name ends in
+          `/dataloader_idx_N` (after `_step` / `_epoch`); False keeps the name as given.
+        - `rank_zero_only`: the value is logged by process 0 alone, so it is never reduced across
+          processes (`sync_dist` is ignored); other processes do not have it to monitor.
+        - `metric_attribute`: where the module holds the torchmetrics Metric logged, when it is not found
+          among its submodules (its state is saved with the run).
+        - `enable_graph=True` and `sync_dist_group` are not supported (an error says so): values are
+          stored detached and reduced over all processes.
 
         Example:
             >>> self.log("val_loss", loss, prog_bar=True)
         """
+        if enable_graph or sync_dist_group is not None:
+            given = "enable_graph=True" if enable_graph else "sync_dist_group=..."
+            raise ValueError(f"self.log({name!r}, ..., {given}) is not supported: ember stores logged values "
+                             "detached and reduces them over all processes. Remove the argument (log a detached "
+                             "value; reduce over a group yourself with torch.distributed).")
         trainer = self._trainer
         if trainer is None:
             if not self._warned_log_without_trainer:
@@ -174,8 +190,8 @@ class Module(ManualOptimizationMixin, HyperparametersMixin, nn.Module):
             items = [(dictionary._set_name(k) if hasattr(dictionary, "_set_name") else k, m)
                      for k, m in dictionary.items(keep_base=True)]
         for name, value in items:
-            self.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist=sync_dist,
-                     add_dataloader_idx=add_dataloader_idx, batch_size=batch_size, rank_zero_only=rank_zero_only)
+            self.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+                     sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only=rank_zero_only)
 
     # --- the steps -------------------------------------------------------------------------------
 

@@ -490,7 +490,7 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
         if stage == "validate":
             self._val_source = loaders
         found, counts = self._data.eval_loaders(stage, loaders)
-        self._eval_hooks[stage] = EvalHooks(stage, self._callbacks, self.lightning_module, len(found) > 1)
+        self._eval_hooks[stage] = EvalHooks(stage, self._callbacks, self.lightning_module, len(found))
         if stage == "validate":
             self.val_dataloaders, self.num_val_batches = found, counts
         elif stage == "test":

@@ -523,3 +523,45 @@ def test_lbfgs_steps_with_a_closure_as_in_lightning(tmp_path):
     ours, trainer, theirs, their_trainer = fit_both(lbfgs_module, tmp_path, max_epochs=2)
     assert ours.evaluations == theirs.evaluations > trainer.global_step == their_trainer.global_step == 8
     assert same_weights(ours, theirs)
+
+
+def test_a_step_that_requires_dataloader_idx_is_fine_while_its_loop_does_not_run(tmp_path):
+    class Strict(steps_module(ember.Module)):
+        def validation_step(self, batch, batch_idx, dataloader_idx):
+            pass
+
+    trainer = ember.Trainer(default_root_dir=tmp_path, max_steps=1, **quiet_options())
+    trainer.fit(Strict(), data())  # no validation data: validation_step is never called, nor checked
+    assert trainer.global_step == 1
+
+
+def mode_hooks_module(base: type) -> type:
+    class ModeHooks(steps_module(base)):
+        def on_test_model_eval(self):
+            self.calls.append("on_test_model_eval")
+            super().on_test_model_eval()
+
+        def on_test_model_train(self):
+            self.calls.append(("on_test_model_train", self.training))
+            super().on_test_model_train()
+
+        def on_predict_model_eval(self):
+            self.calls.append("on_predict_model_eval")
+            super().on_predict_model_eval()
+
+    return ModeHooks
+
+
+def test_test_and_predict_mode_hooks_are_called_as_in_lightning(tmp_path):
+    def run(trainer, model):
+        model.eval()  # Lightning's test and predict put back the modes they found
+        trainer.test(model, data(n=8), verbose=False)
+        trainer.predict(model, data(n=8))
+        model.calls.append(("training after", model.training))
+
+    ours, _, theirs, _ = fit_both(mode_hooks_module, tmp_path, fit=run)
+    assert ours.calls == theirs.calls
+    # the overridden on_test_model_train runs (its super() puts the model in train mode: Lightning's default),
+    # and predict puts back the mode it found
+    assert ours.calls == ["on_test_model_eval", ("test_step", 0, 0), ("on_test_model_train", False),
+                          "on_predict_model_eval", ("training after", True)]

@@ -273,3 +273,17 @@ def test_a_metric_the_module_does_not_hold_needs_metric_attribute(tmp_path):
         trainer.fit(Held(), loader())
     with pytest.raises(ValueError, match=r"metric_attribute='net'\): Held.net is not the metric logged"):
         trainer.fit(Held("net"), loader())
+
+
+@pytest.mark.parametrize("argument", [{"enable_graph": True}, {"sync_dist_group": "group"}])
+def test_unsupported_log_arguments_say_so(tmp_path, argument):
+    class Graph(Regressor):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log_dict({"again": loss}, **argument)
+            return loss
+
+    trainer = quiet_trainer(tmp_path, max_steps=1, logger=False, enable_checkpointing=False)
+    with pytest.raises(ValueError, match=r"self.log\('again', ..., (enable_graph=True|sync_dist_group=...)\) is not "
+                                         "supported"):
+        trainer.fit(Graph(), loader())
