@@ -179,6 +179,7 @@ class Optimization:
             model.optimizer_zero_grad(self.state.epoch, batch_idx, optimizer)
         else:
             optimizer.zero_grad(set_to_none=True)
+        self.pending_gradients = False  # what an earlier window left (a skipped last batch) is dropped
 
     def _automatic_step_of(self, optimizer: torch.optim.Optimizer) -> Callable[..., Any]:
         def step(closure: Callable[[], Any] | None = None) -> Any:
