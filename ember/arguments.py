@@ -175,9 +175,14 @@ def unknown_argument_message(unknown: Mapping[str, Any], valid: Iterable[str]) -
     lines = []
     valid = list(valid)
     for name in unknown:
+        from ember.lightning.not_supported import COMPAT_DOC, REASONS
+
         if name in REMOVED_ARGUMENTS:
             lines.append(f"Trainer({name}=...) was removed in Lightning 2.0 and ember does not take it; use "
                          f"{REMOVED_ARGUMENTS[name]} instead.")
+        elif name in REASONS:
+            lines.append(f"Trainer({name}=...) is a Lightning 2.x argument that ember does not support: "
+                         f"{REASONS[name]}. See the row {name!r} in {COMPAT_DOC}.")
         else:
             close = difflib.get_close_matches(name, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -18,6 +18,7 @@ import os
 import re
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -224,16 +225,21 @@ class Part:
     save: Callable[[], Any]
     load: Callable[[Any], None]
     required: bool = True
+    per_rank: bool = False  # each process has its own (RNG states, partial log aggregates, gradients)
 
 
-def gather(parts: Mapping[str, Part]) -> dict[str, Any]:
-    """The state of every part, by name: what a checkpoint holds besides its header."""
-    return {name: part.save() for name, part in parts.items()}
+def gather(parts: Mapping[str, Part], all_gather: Callable[[Any], list[Any]] = lambda obj: [obj]) -> dict[str, Any]:
+    """The state of every part, by name: what a checkpoint holds besides its header. A per-rank part is
+    stored as `{"per_rank": [state of rank 0, state of rank 1, ...]}` (`all_gather` collects them; every
+    rank must call this)."""
+    return {name: {"per_rank": all_gather(part.save())} if part.per_rank else part.save()
+            for name, part in parts.items()}
 
 
-def restore(parts: Mapping[str, Part], checkpoint: Mapping[str, Any], source: str) -> None:
+def restore(parts: Mapping[str, Part], checkpoint: Mapping[str, Any], source: str, rank: int = 0) -> None:
     """Put back every part that `checkpoint` holds, in the order of `parts`, after checking that it holds
-    all the required ones (so a checkpoint missing one changes nothing)."""
+    all the required ones (so a checkpoint missing one changes nothing). A per-rank part gives this rank
+    its own state (rank 0's when the checkpoint was written by fewer processes, with a warning)."""
     missing = [name for name, part in parts.items() if part.required and name not in checkpoint]
     if missing:
         raise CheckpointError(
@@ -242,7 +248,15 @@ def restore(parts: Mapping[str, Part], checkpoint: Mapping[str, Any], source: st
             "weights with Module.load_from_checkpoint(path) and call fit without ckpt_path.")
     for name, part in parts.items():
         if name in checkpoint:
-            part.load(checkpoint[name])
+            saved = checkpoint[name]
+            if part.per_rank and isinstance(saved, Mapping) and set(saved) == {"per_rank"}:
+                states = saved["per_rank"]
+                if rank >= len(states):
+                    warnings.warn(f"{source} was written by {len(states)} process(es); this is rank {rank}, so it "
+                                  f"takes rank 0's {name!r}: the run goes on, but not exactly as it would have.",
+                                  stacklevel=3)
+                saved = states[rank] if rank < len(states) else states[0]
+            part.load(saved)
 
 
 def unique_state_keys(keys: list[str]) -> list[str]:

@@ -1,5 +1,6 @@
 """The `ember` command.
 
+    ember fit -cd configs experiment=mnist trainer.max_epochs=2     (Hydra: see docs/experiments.md)
     ember plot lightning_logs/version_0 lightning_logs/version_1 -o compare.png
 """
 
@@ -9,10 +10,23 @@ import argparse
 import sys
 
 
+STAGES = ("fit", "validate", "test", "predict")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `ember` command with `argv` (default: the process's arguments); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in STAGES:
+        # Hydra parses the rest (overrides, -m, -cd, --cfg, --help)
+        try:
+            from ember.experiment.app import main as run_stage
+        except ImportError as err:
+            raise SystemExit(f"ember {argv[0]} needs Hydra: pip install 'ember[hydra]' ({err})") from None
+        return run_stage(argv[0], argv[1:])
     parser = argparse.ArgumentParser(prog="ember", description="ember: organized PyTorch training.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for stage in STAGES:  # listed for --help; run by Hydra above
+        commands.add_parser(stage, help=f"{stage} from Hydra configs (`ember {stage} --help`; docs/experiments.md)")
     plot = commands.add_parser("plot", help="draw the logged curves of runs (their metrics.csv) side by side",
                                description="Draw the logged curves of one or several runs from their CSV logs: "
                                            "one subplot per group of keys, one line per run and key.")

@@ -10,6 +10,7 @@ these swapped in, as a distributed sampler would be.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
 from typing import Any, Iterator, Mapping
 
@@ -18,6 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSa
 
 from ember.arguments import limited
 from ember.hparams import HyperparametersMixin
+from ember.overfit import in_dataset_order
 
 
 class DataModule(HyperparametersMixin):
@@ -31,9 +33,83 @@ class DataModule(HyperparametersMixin):
         ...         return DataLoader(self.train, batch_size=8, shuffle=True)
     """
 
+    name: str | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.trainer = None
+
+    @classmethod
+    def from_datasets(cls, train_dataset: Any = None, val_dataset: Any = None, test_dataset: Any = None,
+                      predict_dataset: Any = None, batch_size: int = 1, num_workers: int = 0,
+                      **datamodule_kwargs: Any) -> "DataModule":
+        """A DataModule whose dataloaders are built over the given datasets (each a Dataset, or a list or
+        dict of them; the training ones are shuffled).
+
+        Example:
+            >>> dm = ember.DataModule.from_datasets(train_set, val_set, batch_size=32)
+        """
+
+        def loaders(datasets: Any, shuffle: bool) -> Any:
+            if isinstance(datasets, Mapping):
+                return {k: loaders(v, shuffle) for k, v in datasets.items()}
+            if isinstance(datasets, (list, tuple)):
+                return [loaders(v, shuffle) for v in datasets]
+            return DataLoader(datasets, batch_size=batch_size, num_workers=num_workers,
+                              shuffle=shuffle and not isinstance(datasets, IterableDataset),
+                              pin_memory=torch.cuda.is_available())
+
+        params = inspect.signature(cls.__init__).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        sizes = {k: v for k, v in {"batch_size": batch_size, "num_workers": num_workers}.items()
+                 if takes_any or k in params}
+        datamodule = cls(**datamodule_kwargs, **sizes)
+        for name, datasets, shuffle in (("train_dataloader", train_dataset, True),
+                                        ("val_dataloader", val_dataset, False),
+                                        ("test_dataloader", test_dataset, False),
+                                        ("predict_dataloader", predict_dataset, False)):
+            if datasets is not None:
+                setattr(datamodule, name, lambda d=datasets, s=shuffle: loaders(d, s))
+        return datamodule
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             **kwargs: Any) -> "DataModule":
+        """Build the DataModule from the hyperparameters a checkpoint saved for it (updated by `kwargs`) and
+        put back its `state_dict`.
+
+        Example:
+            >>> dm = Digits.load_from_checkpoint("runs/version_0/checkpoints/last.ckpt", batch_size=64)
+        """
+        from ember.checkpoint import load_checkpoint
+        from ember.plain import from_plain
+
+        checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
+        hparams = {k: from_plain(v) for k, v in (checkpoint.get("datamodule_hyper_parameters") or {}).items()}
+        if hparams_file is not None:
+            import yaml
+
+            with open(hparams_file) as f:
+                hparams.update(yaml.safe_load(f) or {})
+        hparams.update(kwargs)
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            hparams = {k: v for k, v in hparams.items() if k in params}
+        datamodule = cls(**hparams)
+        # ember saves the state under 'datamodule'; Lightning under the class's name
+        state = checkpoint.get("datamodule") or checkpoint.get(cls.__qualname__)
+        if state:
+            datamodule.load_state_dict(state)
+        return datamodule
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Change a batch before it moves to the device; when a DataModule overrides it, it is used in place
+        of the Module's."""
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Change a batch after it moved to the device (used in place of the Module's when overridden)."""
+        return batch
 
     def prepare_data(self) -> None:
         """Download or write to disk, once per machine. Do not set state here."""
@@ -69,23 +145,68 @@ class DataModule(HyperparametersMixin):
 
 
 class ResumableSampler(Sampler[int]):
-    """Indices in an order fixed by (seed, epoch): shuffled with its own generator, or sequential."""
+    """Indices in an order fixed by (seed, epoch): shuffled with its own generator, or sequential.
 
-    def __init__(self, length: int, shuffle: bool, seed: int = 0):
+    With several ranks (`num_replicas`), global batch i (of `batch_size * num_replicas` indices of that
+    order) is cut into one batch per rank, rank r taking its r-th slice: together the ranks' batch i is
+    the one-process batch i of the global batch size. A short last global batch is split evenly, padded
+    with indices from the start of the order so that every rank runs the same number of batches (unless
+    `drop_last`, which drops it).
+    """
+
+    def __init__(self, length: int, shuffle: bool, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 batch_size: int = 1, drop_last: bool = False):
         self.length, self.shuffle, self.seed, self.epoch = length, shuffle, seed, 0
+        self.num_replicas, self.rank, self.batch_size, self.drop_last = num_replicas, rank, batch_size, drop_last
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         if not self.shuffle:
-            return iter(range(self.length))
-        generator = torch.Generator()
-        generator.manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+            order = list(range(self.length))
+        else:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.length, generator=generator).tolist()
+        if self.num_replicas == 1:
+            return iter(order)
+        return iter(self._this_ranks(order))
+
+    def _this_ranks(self, order: list[int]) -> list[int]:
+        per_rank, ranks = self.batch_size, self.num_replicas
+        step = per_rank * ranks
+        full = len(order) // step
+        mine = [i for b in range(full) for i in order[b * step + self.rank * per_rank:
+                                                        b * step + (self.rank + 1) * per_rank]]
+        rest = order[full * step:]
+        if rest and not self.drop_last:
+            share = -(-len(rest) // ranks)
+            rest = rest + order[: share * ranks - len(rest)]
+            mine += rest[self.rank * share:(self.rank + 1) * share]
+        return mine
 
     def __len__(self) -> int:
-        return self.length
+        if self.num_replicas == 1:
+            return self.length
+        step = self.batch_size * self.num_replicas
+        rest = self.length % step
+        return (self.length // step) * self.batch_size + (0 if self.drop_last or not rest
+                                                          else -(-rest // self.num_replicas))
+
+
+class EvalShardSampler(Sampler[int]):
+    """Rank r of n takes indices r, r+n, r+2n, ...: an evaluation split with no padded duplicates (the
+    ranks may run different numbers of batches; evaluation reduces only at its end)."""
+
+    def __init__(self, length: int, rank: int, num_replicas: int):
+        self.length, self.rank, self.num_replicas = length, rank, num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))
 
 
 class ResumableBatchSampler(BatchSampler):
@@ -102,7 +223,7 @@ class ResumableBatchSampler(BatchSampler):
                 yield batch
 
 
-def make_resumable(loader: Any, seed: int) -> tuple[Any, bool]:
+def make_resumable(loader: Any, seed: int, rank: int = 0, num_replicas: int = 1) -> tuple[Any, bool]:
     """Return (loader, True) with ember's samplers swapped in, or (loader, False) if that cannot be done.
 
     Only a `DataLoader` built with `batch_size` over a map-style dataset and torch's standard
@@ -121,8 +242,9 @@ def make_resumable(loader: Any, seed: int) -> tuple[Any, bool]:
         shuffle = False
     else:
         return loader, False
-    batch_sampler = ResumableBatchSampler(ResumableSampler(len(loader.dataset), shuffle, seed),
-                                          loader.batch_size, loader.drop_last)
+    sampler = ResumableSampler(len(loader.dataset), shuffle, seed, num_replicas, rank, loader.batch_size,
+                               loader.drop_last)
+    batch_sampler = ResumableBatchSampler(sampler, loader.batch_size, loader.drop_last)
     return rebuild_loader(loader, batch_sampler=batch_sampler, generator=private_generator(seed)), True
 
 
@@ -280,9 +402,15 @@ class DataConnector:
                             "dataset or loader.")
         as_loader_list(loaders, "train_dataloaders")
         if trainer.overfit_batches:
-            loaders = in_dataset_order(loaders, "training")
+            loaders = in_dataset_order(loaders, "training", rebuild_loader)
         loader = trainer.strategy.prepare_train_loader(loaders, seed)
-        loader, self.train_resumable = make_resumable(loader, seed)
+        rank, replicas = trainer.strategy.shard()
+        loader, self.train_resumable = make_resumable(loader, seed, rank, replicas)
+        if replicas > 1 and not self.train_resumable:
+            warnings.warn(f"The training data ({type(loader).__name__} over "
+                          f"{type(getattr(loader, 'dataset', loader)).__name__}) cannot be split by rank by ember "
+                          "(it has its own sampler, or no length): every rank iterates all of it. Split it "
+                          "yourself with trainer.global_rank and trainer.world_size.", stacklevel=4)
         count = limited(loader_length(loader), trainer.limit_train_batches, "limit_train_batches")
         if count == 0 and trainer.limit_train_batches != 0:
             warnings.warn(f"The training dataloader ({type(loader).__name__}) has no batches, so fit trains "
@@ -302,9 +430,11 @@ class DataConnector:
             if loaders is None and stage != "validate":
                 raise ValueError(f"trainer.{stage}() found no data: pass dataloaders=..., a datamodule, or "
                                  f"define {method}() on the model or datamodule.")
-        loaders = [_quiet_generator(lo) for lo in as_loader_list(loaders, f"{stage} dataloaders")]
+        loaders = as_loader_list(loaders, f"{stage} dataloaders")
         if trainer.overfit_batches and stage == "validate" and trainer.state == "fit":
-            loaders = [in_dataset_order(lo, "validation") for lo in loaders]
+            loaders = [in_dataset_order(lo, "validation", rebuild_loader) for lo in loaders]
+        rank, replicas = trainer.strategy.shard()
+        loaders = [_quiet_generator(_shard_eval(lo, rank, replicas)) for lo in loaders]
         name = {"validate": "limit_val_batches", "test": "limit_test_batches",
                 "predict": "limit_predict_batches"}[stage]
         limit = getattr(trainer, name)
@@ -341,15 +471,19 @@ class DataConnector:
         if self.as_they_come:
             return batch
         trainer = self.trainer
-        model, datamodule = trainer.lightning_module, trainer.datamodule
-        batch = model.on_before_batch_transfer(batch, dataloader_idx)
         device = trainer.strategy.root_device
-        if datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device"):
-            batch = datamodule.transfer_batch_to_device(batch, device, dataloader_idx)
-        else:
-            batch = model.transfer_batch_to_device(batch, device, dataloader_idx)
+        batch = self._hook_owner("on_before_batch_transfer").on_before_batch_transfer(batch, dataloader_idx)
+        batch = self._hook_owner("transfer_batch_to_device").transfer_batch_to_device(batch, device, dataloader_idx)
         batch = self.precision.convert_input(batch)
-        return model.on_after_batch_transfer(batch, dataloader_idx)
+        return self._hook_owner("on_after_batch_transfer").on_after_batch_transfer(batch, dataloader_idx)
+
+    def _hook_owner(self, hook: str) -> Any:
+        """Whose batch-transfer hook runs: the DataModule's when it overrides it (as in Lightning), else the
+        Module's."""
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and _overrides(datamodule, DataModule, hook):
+            return datamodule
+        return self.trainer.lightning_module
 
     def batches_need_no_transfer(self) -> bool:
         """On the CPU, with no batch-transfer hook overridden and float32 inputs, a DataLoader's batches
@@ -359,30 +493,21 @@ class DataConnector:
         hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
         return (trainer.strategy.root_device.type == "cpu" and self.precision.param_dtype is None
                 and not any(_overrides(model, Module, hook) for hook in hooks)
-                and not (datamodule is not None and _overrides(datamodule, DataModule, "transfer_batch_to_device")))
-
-
-def in_dataset_order(loader: Any, what: str) -> Any:
-    """`Trainer(overfit_batches=N)` trains and validates on the same N batches every epoch: a DataLoader
-    that shuffles is rebuilt to read its dataset in order (with a warning, as Lightning does)."""
-    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
-        return loader  # an iterable's order is its own
-    batches = loader.batch_sampler
-    if type(getattr(batches, "sampler", loader.sampler)) is SequentialSampler and type(batches) in (BatchSampler,
-                                                                                                  type(None)):
-        return loader
-    if type(loader) is not DataLoader or loader.batch_size is None or type(loader.batch_sampler) is not BatchSampler:
-        raise ValueError(
-            f"Trainer(overfit_batches=...) needs the same {what} batches every epoch, but this {what} dataloader "
-            f"({type(loader).__name__} with {type(loader.sampler).__name__}) cannot be made to read its dataset in "
-            "order. Pass DataLoader(dataset, batch_size=..., shuffle=False) for overfitting.")
-    warnings.warn(f"Trainer(overfit_batches=...) uses the same batches every epoch, so ember turns off the "
-                  f"shuffling of the {what} dataloader ({type(loader.sampler).__name__}).", stacklevel=5)
-    return rebuild_loader(loader, sampler=SequentialSampler(loader.dataset))
+                and not (datamodule is not None and any(_overrides(datamodule, DataModule, hook) for hook in hooks)))
 
 
 def _overrides(obj: Any, base: type, name: str) -> bool:
     return getattr(type(obj), name, None) is not getattr(base, name)
+
+
+def _shard_eval(loader: Any, rank: int, replicas: int) -> Any:
+    """This rank's share of an evaluation DataLoader (several ranks), or the loader as it is."""
+    if replicas == 1 or type(loader) is not DataLoader or isinstance(loader.dataset, IterableDataset):
+        return loader
+    if loader.batch_size is None or type(loader.sampler) not in (SequentialSampler, RandomSampler):
+        return loader
+    return rebuild_loader(loader, sampler=EvalShardSampler(len(loader.dataset), rank, replicas),
+                          batch_size=loader.batch_size, drop_last=loader.drop_last)
 
 
 def _quiet_generator(loader: Any) -> Any:

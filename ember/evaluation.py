@@ -137,10 +137,10 @@ def evaluation_loop(trainer: Any, stage: str, run: EvalContext) -> list[dict[str
                 with logs.in_hook(names["batch_end"]):
                     hooks.batch_end(trainer, model, outputs, batch, batch_idx, *extra)
                     hooks.model_batch_end(outputs, batch, batch_idx, *extra)
-                step_values = logs.pop_step_values()
+                step_values = logs.pop_step_values(sync=False)
                 if not sanity:
                     if step_values:  # the user logged with on_step=True: a logger row per batch
-                        run.send_to_loggers(step_values, step=log_steps[dataloader_idx], with_epoch=False)
+                        run.send_to_loggers(step_values, step=log_steps[dataloader_idx], eval_batch=True)
                     log_steps[dataloader_idx] += 1
         logs.dataloader_idx, logs.batch = None, None  # epoch hooks log outside any batch
         with logs.in_hook(names["epoch_end"]):

@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import copy
 import inspect
+import sys
 import warnings
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -32,6 +33,25 @@ _PASSED_ON_LOAD: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar
 
 class HyperparametersMixin:
     """`save_hyperparameters()` and `self.hparams`, shared by Module and DataModule."""
+
+    # the checkpoint keys of the hyperparameters (Lightning's names and values)
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # a Lightning hook that ember's loop does not call is refused when the class is defined, instead of
+        # being skipped in silence (docs/lightning-compat.md has the rows)
+        if cls.__module__ in ("ember.module", "ember.data"):
+            return
+        from ember.lightning.not_supported import DATAMODULE_HOOKS, MODULE_HOOKS, refuse_unsupported_hooks
+
+        for base_module, base_name, hooks in (("ember.module", "Module", MODULE_HOOKS),
+                                              ("ember.data", "DataModule", DATAMODULE_HOOKS)):
+            base = getattr(sys.modules.get(base_module), base_name, None)
+            if base is not None and issubclass(cls, base):
+                refuse_unsupported_hooks(cls, base, hooks)
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,7 +111,7 @@ class HyperparametersMixin:
         # nor one that load_from_checkpoint is passing right now
         noted = [k for k in left_out if not (k in defaults and defaults[k] is values[k])
                  and k not in _PASSED_ON_LOAD.get()]
-        loads = hasattr(type(self), "load_from_checkpoint")  # a Module does, a DataModule does not
+        loads = hasattr(type(self), "load_from_checkpoint")  # Module and DataModule both have it
         if noted:
             warnings.warn(_left_out_note(owner, noted, values, loads), stacklevel=2)
         values = {k: v for k, v in values.items() if k not in left_out}
@@ -109,6 +129,12 @@ class HyperparametersMixin:
     @property
     def hparams(self) -> AttributeDict:
         return self._hparams
+
+    def remove_ignored_hparams(self, ignore_list: Sequence[str]) -> None:
+        """Forget hyperparameters a base class saved (`self.hparams` and `self.hparams_initial`)."""
+        for name in ignore_list:
+            self._hparams.pop(name, None)
+            self._hparams_initial.pop(name, None)
 
     @property
     def hparams_initial(self) -> AttributeDict:

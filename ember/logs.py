@@ -8,6 +8,7 @@ read back to the host.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 from operator import attrgetter
@@ -118,6 +119,11 @@ class EpochAggregate:
         self.weight += sum(self.weights)
         self.values, self.weights = [], []
 
+    def partial(self) -> tuple[torch.Tensor | None, float]:
+        """(weighted total or reduced value so far, total weight): what is combined across ranks."""
+        self._compact()
+        return self.total, self.weight
+
     def compute(self) -> torch.Tensor:
         self._compact()
         if self.total is None:
@@ -168,8 +174,8 @@ class LogCollector:
         # training keeps its epoch aggregates while a validation runs in the middle of the epoch
         self._train, self._eval = _StageLog(), _StageLog()
         self._stage = self._train
-        # set by a distributed strategy: reduce(value, reduce_fx) across processes
-        self.reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None
+        # set when there are several processes: the strategy that reduces `sync_dist=True` values across them
+        self.strategy: Any = None
 
     def in_hook(self, name: str | None) -> "_InHook":
         """`with logs.in_hook("training_step"):` -- what is logged inside takes that hook's defaults; the
@@ -226,8 +232,6 @@ class LogCollector:
             self._log_metric(key, value)
             return
         value = self._to_scalar(name, value)
-        if key.sync_dist and self.reduce is not None:
-            value = self.reduce(value, key.reduce_fx)
         if key.on_step:
             self._record_step(key, value)
         if key.on_epoch:
@@ -305,12 +309,14 @@ class LogCollector:
         if key.on_epoch:
             self._stage._metrics[key.full_name] = metric
 
-    def pop_step_values(self) -> dict[str, torch.Tensor]:
-        """The on_step values logged since the last call, for the loggers (not read back yet)."""
-        values = self._stage._step_values
-        if not values:
-            return values
-        self._stage._step_values = {}
+    def pop_step_values(self, sync: bool = True) -> dict[str, torch.Tensor]:
+        """The on_step values logged since the last call, for the loggers (not read back yet). With several
+        processes the values logged with sync_dist are reduced across them, which every rank does at the
+        same step; `sync=False` for the rows of evaluation batches (rank zero's own values: ranks may run
+        different numbers of evaluation batches)."""
+        values, self._stage._step_values = self._stage._step_values, {}
+        if sync and self.strategy is not None:
+            values = self._synced_step_values(values)
         self.logged_metrics.update(values)
         return values
 
@@ -321,9 +327,26 @@ class LogCollector:
                 return key.dataloader_idx or 0
         return 0
 
+    def _synced_step_values(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Step values logged with sync_dist, reduced across the ranks (every rank calls this at the same
+        step; the keys of every rank are gathered first, so each rank runs the same reductions)."""
+        keys = self._stage._keys
+        mine = {k.step_name: k.reduce_fx for k in keys.values() if k.sync_dist and k.step_name in values}
+        wanted: dict[str, str] = {}
+        for theirs in self.strategy.all_gather_object(mine):
+            wanted.update(theirs)
+        for name in sorted(wanted):
+            fx = wanted[name]
+            local = values.get(name)
+            if local is None:  # this rank did not log it since the last flush: a neutral value
+                local = torch.tensor(0.0 if fx in ("mean", "sum") else (-math.inf if fx == "max" else math.inf))
+            values[name] = self.strategy.reduce(local.float().reshape(()), fx)
+        return values
+
     def end_epoch(self) -> dict[str, torch.Tensor]:
         """Reduce the epoch aggregates; update the metric dicts; return what goes to the loggers."""
         to_loggers: dict[str, torch.Tensor] = {}
+        synced = self._synced_epoch_values() if self.strategy is not None else {}
         for name, key in self._stage._keys.items():
             if not key.on_epoch:
                 continue
@@ -336,10 +359,10 @@ class LogCollector:
                                      "returned a non-scalar; log a scalar metric or use log_dict with a "
                                      "MetricCollection.")
                 value = value.detach()
+            elif name in synced:
+                value = synced[name]
             elif name in self._stage._epoch:
                 value = self._stage._epoch[name].compute()
-                if key.sync_dist and self.reduce is not None:
-                    value = self.reduce(value, key.reduce_fx)
             else:
                 continue
             self.callback_metrics[key.full_name] = value
@@ -352,6 +375,34 @@ class LogCollector:
         self._stage._epoch.clear()
         self._stage._metrics.clear()
         return to_loggers
+
+    def _synced_epoch_values(self) -> dict[str, torch.Tensor]:
+        """The epoch values of sync_dist keys over every rank's batches: a weighted mean is the sum of every
+        rank's weighted totals over the sum of their weights (not a mean of means); sum, max and min reduce
+        the same way. Keys logged on some ranks only (no batch there) get a neutral part, and a key is
+        reported on every rank."""
+        stage = self._stage
+        mine = {n: dataclasses.asdict(k) for n, k in stage._keys.items()
+                if k.sync_dist and k.on_epoch and n in stage._epoch}
+        specs: dict[str, dict[str, Any]] = {}
+        for theirs in self.strategy.all_gather_object(mine):
+            specs.update(theirs)
+        synced = {}
+        for name in sorted(specs):
+            if name not in stage._keys:
+                stage._keys[name] = _Key(**specs[name])
+            fx = specs[name]["reduce_fx"]
+            agg = stage._epoch.get(name)
+            total, weight = (agg.partial() if agg is not None else (None, 0.0))
+            if fx == "mean":
+                both = torch.tensor([0.0 if total is None else float(total), weight], dtype=torch.float64)
+                both = self.strategy.reduce(both, "sum")
+                synced[name] = (both[0] / both[1]).float() if both[1] > 0 else torch.tensor(math.nan)
+            else:
+                neutral = {"sum": 0.0, "max": -math.inf, "min": math.inf}[fx]
+                part = torch.tensor(neutral if total is None else float(total), dtype=torch.float64)
+                synced[name] = self.strategy.reduce(part, fx).float()
+        return synced
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
@@ -388,39 +439,45 @@ class LogCollector:
         self.callback_metrics.update(state["callback_metrics"])
 
 
-class LoggerConnection:
-    """The Trainer's part that hands what was logged to its loggers: hyperparameters at the start, step
-    values every `log_every_n_steps`, epoch values at each epoch's end (a part of `Trainer`, kept here next
-    to what collects the values)."""
+class LoggerFeed:
+    """What reaches the loggers: values read back to the host and sent by rank zero, with the step;
+    hyperparameters and the graph at fit start. It remembers the newest step sent and the rows at it
+    (`tail`), which a checkpoint records so that a resume can tell the rows logged before it from after.
+    """
 
-    def _flush_step_logs(self) -> None:
-        """Send the step values to the loggers if this batch stepped on a `log_every_n_steps` boundary.
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+        self.tail: tuple[int, list[dict[str, float]]] = (-1, [])
 
-        Called after on_train_batch_end, and before a checkpoint is written in it, so that what the
-        loggers hold is never behind the newest checkpoint."""
-        if self.optimization is not None and self.optimization.flush_due:
-            self.optimization.flush_due = False
-            self._send_to_loggers(self.log_collector.pop_step_values(), step=self.global_step - 1)
-
-    def _log_hyperparams(self) -> None:
-        params = dict(self.lightning_module.hparams)
-        if self.datamodule is not None:
-            params.update(self.datamodule.hparams)
-        for logger in self.loggers:
-            logger.log_hyperparams(params)
-            logger.log_graph(self.lightning_module, self.lightning_module.example_input_array)
-
-    def _send_to_loggers(self, metrics: Mapping[str, torch.Tensor], step: int | None = None,
-                         with_epoch: bool = True) -> None:  # with_epoch=False: an evaluation batch's row
-        if not metrics or not self.loggers or not self.is_global_zero:
+    def send(self, metrics: Mapping[str, torch.Tensor], step: int | None = None, eval_batch: bool = False) -> None:
+        """`eval_batch`: the row of one validation / test batch (`on_step=True` there), at that stage's own
+        count of batches and without the epoch column, as Lightning writes it; it is not on the training
+        steps' axis, so it is not among the rows a resume tells apart by step."""
+        trainer = self.trainer
+        if not metrics or not trainer.loggers or not trainer.is_global_zero:
             return
         # note: a host-device sync point, once per log_every_n_steps and once per epoch
         values = {k: v.item() for k, v in metrics.items()}
-        if with_epoch:
-            values["epoch"] = self.current_epoch
-        step = max(self.global_step - 1, 0) if step is None else step
-        for logger in self.loggers:
+        if not eval_batch:
+            values["epoch"] = trainer.current_epoch
+            step = max(trainer.global_step - 1, 0) if step is None else step
+            if step != self.tail[0]:
+                self.tail = (step, [])
+            self.tail[1].append(values)
+        for logger in trainer.loggers:
             logger.log_metrics(values, step)
+
+    def hyperparameters(self) -> None:
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        model = trainer.lightning_module
+        params = dict(model.hparams)
+        if trainer.datamodule is not None:
+            params.update(trainer.datamodule.hparams)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(params)
+            logger.log_graph(model, model.example_input_array)
 
 
 class _InHook:

@@ -14,12 +14,16 @@ accumulation window it is called with a closure that runs `training_step`, `zero
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
 from ember.optimizers import LRSchedulerConfig, optimizer_view, parse_optimizers, unwrapped
 from ember.state import FitState
+
+log = logging.getLogger("ember")
 
 if TYPE_CHECKING:
     from ember.callbacks.base import CallbackList
@@ -41,6 +45,7 @@ class Optimization:
         self.trainer, self.callbacks, self.logs, self.precision, self.state = (trainer, callbacks, logs,
                                                                                precision, state)
         self.model: Module = trainer.lightning_module
+        self.strategy = trainer.strategy
         self.optimizers: list[torch.optim.Optimizer] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self.views: list[torch.optim.Optimizer] = []  # what self.optimizers() returns
@@ -48,11 +53,11 @@ class Optimization:
         self.flush_due = False  # the last step ended on a log_every_n_steps boundary
         # gradients of an accumulation window that no step has used yet (automatic optimization)
         self.pending_gradients = False
-        self.call_training_step: Callable[[Any, int], Any] = self.model.training_step
-        self._accumulate = 1
+        self.call_training_step: Callable[..., Any] = self.model.training_step  # see configure
         self._custom_step = self._custom_zero_grad = self._custom_backward = self._custom_scheduler_step = False
         self._closure_step = False  # the window's last batch runs inside a closure given to the step
         self._in_optimizer_step = False  # the Module's optimizer_step is running
+        self._warned_no_step = False
 
     def configure(self) -> None:
         """Call `configure_optimizers`, check what it returned against the Trainer's arguments, and read
@@ -76,7 +81,6 @@ class Optimization:
                 f"Trainer(accumulate_grad_batches={trainer.accumulate_grad_batches}) accumulates in automatic "
                 "optimization only; with manual optimization step the optimizer every N batches in "
                 "training_step yourself, and leave accumulate_grad_batches at 1.")
-        self._accumulate = trainer.accumulate_grad_batches
         self._custom_step = overrides(model, Module, "optimizer_step")
         self._custom_zero_grad = overrides(model, Module, "optimizer_zero_grad")
         self._custom_backward = overrides(model, Module, "backward")
@@ -85,24 +89,37 @@ class Optimization:
             self._custom_step or any(isinstance(o, torch.optim.LBFGS) for o in self.optimizers))
         self.clip_each_step = bool(trainer.gradient_clip_val) or overrides(model, Module,
                                                                            "configure_gradient_clipping")
-        step = model.training_step
-        if not accepts(step, "batch_idx", 2):  # `def training_step(self, batch)`
-            self.call_training_step = lambda batch, batch_idx: step(batch)
+        # training_step through the strategy (DDP wraps it), called (batch, batch_idx) or, for
+        # `def training_step(self, batch)`, (batch): bound now, so a step pays no extra call for the choice
+        through_strategy = functools.partial(self.strategy.training_step, model)
+        if accepts(model.training_step, "batch_idx", 2):
+            self.call_training_step = through_strategy
         else:
-            self.call_training_step = step
-        make_step = self._manual_step_of if not model.automatic_optimization else self._automatic_step_of
-        self.views = [optimizer_view(o, make_step(o), model) for o in self.optimizers]
+            self.call_training_step = lambda batch, batch_idx: through_strategy(batch)
+        self.make_views()
+
+    def make_views(self) -> None:
+        """The views of the optimizers that `self.optimizers()` returns (again when they are replaced)."""
+        make_step = self._manual_step_of if not self.model.automatic_optimization else self._automatic_step_of
+        self.views = [optimizer_view(o, make_step(o), self.model) for o in self.optimizers]
 
     # --- automatic optimization ----------------------------------------------------------------------
 
     def training_step(self, batch: Any, batch_idx: int, window_ends: bool) -> Any:
         """Automatic optimization of one batch: training_step, zero_grad at a window's first batch,
         backward, and a step if the window ends."""
-        if window_ends and self._closure_step:
-            return self._step_with_closure(batch, batch_idx)
-        outputs, loss = self._forward_backward(batch, batch_idx)
-        if window_ends and loss is not None:
-            self.optimizer_step(self.optimizers[0])
+        # inside an accumulation window, several processes reduce gradients only on its last batch
+        with self.strategy.no_sync() if not window_ends else _NO_CONTEXT:
+            if window_ends and self._closure_step:
+                outputs = self._step_with_closure(batch, batch_idx)
+            else:
+                outputs, loss = self._forward_backward(batch, batch_idx)
+                if window_ends and loss is not None:
+                    self.optimizer_step(self.optimizers[0])
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            # Lightning steps the epoch-interval schedulers with the epoch's last batch, so the validation and
+            # the hooks of the epoch's end see the new rate; ReduceLROnPlateau waits for the epoch's values
+            self.step_schedulers("epoch", plateau=False)
         return outputs
 
     def _forward_backward(self, batch: Any, batch_idx: int) -> tuple[Any, torch.Tensor | None]:
@@ -111,7 +128,8 @@ class Optimization:
         with self.logs.in_hook("training_step"), self.precision.forward_context():
             outputs = self.call_training_step(batch, batch_idx)
         loss = check_step_output(outputs, manual=False)
-        if batch_idx % self._accumulate == 0:
+        accumulate = self.trainer.accumulate_grad_batches  # read each batch: a callback may schedule it
+        if batch_idx % accumulate == 0:
             self.zero_grad(batch_idx)
         if loss is None:  # the user skipped this batch
             return outputs, None
@@ -120,8 +138,8 @@ class Optimization:
                 f"training_step returned a loss of {loss.item()} at epoch {self.state.epoch}, batch "
                 f"{batch_idx} (global step {self.state.global_step}); detect_anomaly=True stops here. Check "
                 "the learning rate, the inputs of this batch, and log/exp/division in the loss.")
-        if self._accumulate > 1:
-            loss = loss / self._accumulate
+        if accumulate > 1:
+            loss = loss / accumulate
         self.backward(loss)
         self.pending_gradients = True
         return outputs, loss
@@ -266,15 +284,24 @@ class Optimization:
         self.pending_gradients = False
         self.flush_due = state.global_step % self.trainer.log_every_n_steps == 0
 
-    def step_schedulers(self, interval: str) -> None:
+    def warn_if_no_step(self, steps_before: int) -> None:
+        """At an epoch's end: say once if it took no optimizer step (training_step returned None throughout)."""
+        state = self.state
+        if (state.global_step == steps_before and state.batches_done > 0 and not self._warned_no_step
+                and self.model.automatic_optimization):
+            self._warned_no_step = True
+            log.warning("Epoch %d ended without an optimizer step: training_step returned None for every batch "
+                        "(a None return skips the batch). Return the loss to train.", state.epoch)
+
+    def step_schedulers(self, interval: str, plateau: bool | None = None) -> None:
         """Step the schedulers of this interval ('step' or 'epoch') whose frequency is due, through the
-        Module's `lr_scheduler_step` when it is overridden. In manual optimization the user steps them
-        (Lightning's rule)."""
+        Module's `lr_scheduler_step` when it is overridden; `plateau`: only the ReduceLROnPlateau ones (True)
+        or only the others (False). In manual optimization the user steps them (Lightning's rule)."""
         state = self.state
         if not self.model.automatic_optimization:
             return
         for config in self.lr_scheduler_configs:
-            if config.interval != interval:
+            if config.interval != interval or (plateau is not None and config.reduce_on_plateau != plateau):
                 continue
             count = state.global_step if interval == "step" else state.epoch + 1
             if count % config.frequency != 0:
@@ -317,6 +344,17 @@ def _ran_already() -> None:
     """The closure given to an overridden optimizer_step when backward has already run: at the end of an
     epoch of unknown length, whose last batch was not known to be the last until the data ran out."""
     return None
+
+
+class _NoContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_NO_CONTEXT = _NoContext()
 
 
 def check_step_output(output: Any, manual: bool) -> torch.Tensor | None:

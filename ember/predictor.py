@@ -5,9 +5,13 @@
     logits = predictor([sample_1, sample_2, ...])    # samples: collated with torch's default_collate
     logits = predictor(DataLoader(dataset))          # batches as the loader makes them
 
-The model runs in eval mode with gradients off, under `torch.inference_mode()`, through its own
+Each call runs the model in eval mode under `torch.inference_mode()` (so no gradients), through its own
 `on_before_batch_transfer` / `transfer_batch_to_device` / `on_after_batch_transfer` hooks and
-`predict_step` (a plain `nn.Module` runs `forward`).
+`predict_step` (a plain `nn.Module` runs `forward`). A model you pass in keeps its own state: the
+train/eval flag of each submodule is put back after each call and `requires_grad` is never touched, so
+`Predictor(model)` in the middle of training changes nothing but the model's device (`model.to(device)`
+moves it in place, as always in PyTorch). `Predictor.from_checkpoint` builds its own model, frozen and in
+eval mode.
 """
 
 from __future__ import annotations
@@ -44,9 +48,6 @@ class Predictor:
         self.device = torch.device(device) if device is not None else _default_device()
         self.batch_size = batch_size
         self.model = model.to(self.device)
-        for param in self.model.parameters():
-            param.requires_grad = False
-        self.model.eval()
 
     @classmethod
     def from_checkpoint(cls, module_class: type, path: str | os.PathLike, map_location: Any = None,
@@ -70,6 +71,7 @@ class Predictor:
             raise TypeError(f"Predictor.from_checkpoint expects the Module class the checkpoint was trained with "
                             f"(e.g. Predictor.from_checkpoint(Classifier, path)), got {module_class!r}.")
         model = module_class.load_from_checkpoint(path, map_location=map_location, **overrides)
+        model.requires_grad_(False).eval()  # this model is the predictor's alone
         if device is None and isinstance(map_location, (str, torch.device)):
             device = map_location
         return cls(model, device=device, batch_size=batch_size)
@@ -91,9 +93,15 @@ class Predictor:
             a flat list when each batch gives a list (one item per sample); else the list of batch outputs.
         """
         outputs = []
-        with torch.inference_mode():
-            for batch_idx, batch in enumerate(self._batches(inputs)):
-                outputs.append(self._run(batch, batch_idx))
+        modes = [(module, module.training) for module in self.model.modules()]
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for batch_idx, batch in enumerate(self._batches(inputs)):
+                    outputs.append(self._run(batch, batch_idx))
+        finally:
+            for module, training in modes:  # each one as it was: a frozen submodule may be in eval mode alone
+                module.training = training
         return _concatenate(outputs)
 
     def _batches(self, inputs: Any) -> Iterable[Any]:

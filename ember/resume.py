@@ -42,6 +42,13 @@ class Checkpointing:
         if model is None:
             raise RuntimeError("trainer.save_checkpoint() needs a model: call it during or after fit/validate/"
                                "test/predict.")
+        if self.state == "fit":
+            # the loggers get this step's values first, and write them: after a kill, what was logged is
+            # never behind the checkpoint, and the checkpoint records where the loggers were
+            self._flush_step_logs()
+            if self.is_global_zero:
+                for logger in self.loggers:
+                    logger.save()
         checkpoint: dict[str, Any] = {
             "ember_version": __version__,
             LIGHTNING_VERSION_KEY: LIGHTNING_VERSION_VALUE,
@@ -56,16 +63,11 @@ class Checkpointing:
         if self.datamodule is not None and self.datamodule.hparams:
             checkpoint["datamodule_hyper_parameters"] = to_plain(dict(self.datamodule.hparams))
         if not weights_only and self.optimization is not None:
-            checkpoint.update(gather(self._early_parts()))
-            checkpoint.update(gather(self._parts()))
+            checkpoint.update(gather(self._early_parts(), self.strategy.all_gather_object))
+            checkpoint.update(gather(self._parts(), self.strategy.all_gather_object))
         self._callbacks.on_save_checkpoint(self, model, checkpoint)
         model.on_save_checkpoint(checkpoint)
         checkpoint["hyper_parameters"] = to_plain(checkpoint["hyper_parameters"])
-        if self.state == "fit":
-            # the loggers' files first: after a kill, what was logged is never behind the checkpoint
-            self._flush_step_logs()
-            for logger in self.loggers:
-                logger.save()
         if self.is_global_zero:
             save_checkpoint(checkpoint, filepath)
         self.strategy.barrier("save_checkpoint")
@@ -74,8 +76,7 @@ class Checkpointing:
         """The parts restored before setup: where the loop is, and which logger run it continues."""
         return {
             "loops": Part(self.fit_state.state_dict, self.fit_state.load_state_dict),
-            "loggers": Part(lambda: {str(i): lg.state_dict() for i, lg in enumerate(self.loggers)},
-                            self._load_logger_identity, required=False),
+            "loggers": Part(self._logger_states, self._load_logger_identity, required=False),
         }
 
     def _parts(self) -> dict[str, Part]:
@@ -93,17 +94,18 @@ class Checkpointing:
             "lr_schedulers": Part(lambda: _numbered([c.scheduler for c in optimization.lr_scheduler_configs]),
                                   lambda s: _load_numbered("lr_schedulers", s, [c.scheduler for c in
                                                            optimization.lr_scheduler_configs], self.ckpt_path)),
-            "gradients": Part(optimization.gradients_state, optimization.load_gradients_state, required=False),
+            "gradients": Part(optimization.gradients_state, optimization.load_gradients_state, required=False,
+                              per_rank=True),
             "precision": Part(self._precision.state_dict, self._precision.load_state_dict, required=False),
             "callbacks": Part(self._callback_states, self._load_callback_states),
             "datamodule": Part(lambda: self.datamodule.state_dict() if self.datamodule is not None else {},
                                lambda s: self.datamodule.load_state_dict(s) if self.datamodule is not None else None,
                                required=False),
             "logs": Part(lambda: self.log_collector.state_dict(model),
-                         lambda s: self.log_collector.load_state_dict(s, model)),
+                         lambda s: self.log_collector.load_state_dict(s, model), per_rank=True),
             "trainer": Part(lambda: {name: getattr(self, name) for name in RECORDED_ARGUMENTS},
                             self._compare_arguments, required=False),
-            "rng": Part(rng_states, set_rng_states),  # last: nothing after it may draw random numbers
+            "rng": Part(rng_states, set_rng_states, per_rank=True),  # last: nothing after it may draw random numbers
         }
 
     def _callback_states(self) -> dict[str, Any]:
@@ -117,10 +119,19 @@ class Checkpointing:
             if key in saved:
                 callback.load_state_dict(saved[key])
 
+    def _logger_states(self) -> dict[str, Any]:
+        """Each logger's identity, and where the loggers were: the newest step they had received rows for,
+        and those rows (so a resume can tell what was logged before this checkpoint from what after)."""
+        step, rows = self._feed.tail
+        return {**{str(i): lg.state_dict() for i, lg in enumerate(self.loggers)},
+                "position": {"step": step, "rows": [dict(r) for r in rows]}}
+
     def _load_logger_identity(self, saved: Mapping[str, Any]) -> None:
         for i, logger in enumerate(self.loggers):
             if str(i) in saved:
                 logger.load_state_dict(saved[str(i)])
+        position = saved.get("position")
+        self._feed.tail = (position["step"], list(position["rows"])) if position else (-1, [])
 
     def _compare_arguments(self, saved: Mapping[str, Any]) -> None:
         """Say, one line each, where this Trainer's arguments differ from those of the checkpoint's run."""
@@ -193,14 +204,18 @@ class Checkpointing:
         model, state = self.lightning_module, self.fit_state
         model.on_load_checkpoint(checkpoint)
         self._callbacks.on_load_checkpoint(self, model, checkpoint)
-        restore(self._parts(), checkpoint, f"The checkpoint {self.ckpt_path!r}")
+        restore(self._parts(), checkpoint, f"The checkpoint {self.ckpt_path!r}", self.global_rank)
         into_epoch = state.batches_done > 0 and not state.epoch_ended
         if state.epoch_ended and state.epoch_finished:  # written at the end of an epoch: the next one is due
             state.next_epoch()
         elif into_epoch:
             self._data.check_resume(self.train_dataloader)
-        for logger in self.loggers:
-            logger.resume_at(self.global_step)
+        step, rows = self._feed.tail
+        if step < 0:  # a checkpoint of an older ember, or of a run that had logged nothing yet
+            step, rows = state.global_step, []
+        if self.is_global_zero:
+            for logger in self.loggers:
+                logger.resume_at(step, rows)
         where = f"epoch {state.epoch}, batch {state.batches_done}, global step {state.global_step}"
         if state.finished or (not into_epoch and self._fit_done()):
             log.warning("Restored %s (%s): that run had finished; there is nothing left to train. Raise "

@@ -3,17 +3,24 @@ every random generator, saved in checkpoints and put back on resume."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import random
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
 _SEED_ENV = "EMBER_GLOBAL_SEED"
 
+log = logging.getLogger(__name__)
+
 
 def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
     """Seed python's `random`, numpy and torch (all devices); returns the seed.
+
+    With `verbose`, logs "Seed set to N" at INFO on the `ember.seed` logger (on stderr unless the
+    application configured logging; see `ember/__init__.py`).
 
     The seed is also kept in the environment (`EMBER_GLOBAL_SEED`, inherited by DataLoader workers and
     DDP processes) and fixes the order in which each `fit` shuffles its training data.
@@ -38,7 +45,7 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     except ImportError:
         pass
     if verbose:
-        print(f"Seed set to {seed}")
+        log.info(f"Seed set to {seed}")  # at INFO, as Lightning logs it
     return seed
 
 
@@ -83,3 +90,20 @@ def draw_data_seed() -> int:
     """The seed of the training data order: from seed_everything if it was called, else drawn once."""
     seed = current_seed()
     return seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+
+
+@contextlib.contextmanager
+def isolate_rng(include_cuda: bool = True) -> Iterator[None]:
+    """Run a block without changing what the random generators draw after it (their states are put back).
+
+    Example:
+        >>> with isolate_rng():
+        ...     torch.rand(1)  # the next draw outside is the same as without this block
+    """
+    states = rng_states()
+    if not include_cuda:
+        states.pop("cuda", None)
+    try:
+        yield
+    finally:
+        set_rng_states(states)

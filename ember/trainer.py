@@ -23,12 +23,12 @@ from ember import schedule
 from ember.arguments import (as_list, build_callbacks, build_loggers, check_clipping, check_fast_dev_run, check_int,
                              check_limit, check_sources, merge_callbacks, ordered_callbacks, parse_max_time,
                              split_judges, unknown_argument_message)
-from ember.callbacks.base import Callback, CallbackList
+from ember.callbacks.base import CallbackList
 from ember.checkpoint import restore
 from ember.data import DataConnector, DataModule
 from ember.evaluation import EvalContext, EvalHooks, evaluation_loop, predict_loop, print_results, sanity_check
 from ember.interrupts import GracefulInterrupt
-from ember.logs import LogCollector, LoggerConnection
+from ember.logs import LogCollector, LoggerFeed
 from ember.module import Module
 from ember.optimization import Optimization, check_step_output
 from ember.precision import Precision, parse_precision
@@ -40,7 +40,7 @@ from ember.trainer_properties import TrainerProperties
 
 log = logging.getLogger("ember")
 
-class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
+class Trainer(TrainerProperties, Checkpointing):
     """Runs fit / validate / test / predict for a `Module`, with Lightning 2.x's arguments.
 
     Example:
@@ -95,7 +95,7 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
         if unknown:
             valid = [p for p in inspect.signature(Trainer.__init__).parameters if p not in ("self", "unknown")]
             raise TypeError(unknown_argument_message(unknown, valid))
-        self.strategy: Strategy = select_strategy(strategy, accelerator, devices)
+        self.strategy: Strategy = select_strategy(strategy, accelerator, devices, num_nodes)
         self.precision = parse_precision(precision)
         self._precision = Precision(self.precision, self.strategy.root_device.type)
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
@@ -162,7 +162,7 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
         self._callbacks = CallbackList()
         self._callbacks_of: Module | None = None  # the model whose configure_callbacks were merged in
         self.log_collector = LogCollector()  # what self.log records; the Module logs through it
-        self.log_collector.reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
+        self.log_collector.strategy = self.strategy if self.strategy.world_size > 1 else None
         self._data = DataConnector(self, self._precision, Module)
         self.train_dataloader: Any = None
         self.val_dataloaders: list[Any] = []
@@ -175,11 +175,8 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
         self._val_every = math.inf
         self._eval_hooks: dict[str, EvalHooks] = {}  # per stage, made when its dataloaders are connected
         self._start_time = 0.0
-        self._warned_no_step = False
+        self._feed = LoggerFeed(self)  # what reaches the loggers, from rank zero
         self.ckpt_path: str | None = None  # the checkpoint the last stage loaded
-
-    def _all_callbacks(self) -> list[Callback]:
-        return self._callbacks.callbacks if len(self._callbacks) else self.callbacks
 
     # --- fit -------------------------------------------------------------------------------------
 
@@ -210,7 +207,7 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
         self.optimization.configure()
         if checkpoint is not None:
             self._restore(checkpoint)
-        self._log_hyperparams()
+        self._feed.hyperparameters()
         self._start_time = time.monotonic()
 
         callbacks.on_fit_start(self, model)
@@ -268,6 +265,10 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
             self._train_batch(batch, batch_idx)
             if self._validation_due():
                 self._run_validation()
+            self.should_stop, signalled = self.strategy.agree_on_stopping(self.should_stop,
+                                                                         self._interrupt.requested is not None)
+            if signalled and self._interrupt.requested is None:
+                self._interrupt.requested = "a signal on another rank"
             stopped = self._stop_mid_epoch() or self._interrupt.requested is not None
         state.epoch_finished = batch_idx + 1 >= self.num_training_batches or exhausted
         if exhausted:
@@ -277,17 +278,17 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
 
         others, judges = self._epoch_end_callbacks  # judges: EarlyStopping, ModelCheckpoint (Lightning's order)
         with logs.in_hook("on_train_epoch_end"):
-            self._send_to_loggers(logs.end_epoch())  # the epoch's values, read by every hook below
+            self._feed.send(logs.end_epoch())  # the epoch's values, read by every hook below
             others.on_train_epoch_end(self, model)
             model.on_train_epoch_end()
-            self._send_to_loggers(logs.end_epoch())  # what they logged here, before a checkpoint is written
-            if state.epoch_finished:
-                self.optimization.step_schedulers("epoch")
+            self._feed.send(logs.end_epoch())  # what they logged here, before a checkpoint is written
+            if state.epoch_finished:  # the others stepped with the last batch, unless its length was unknown
+                self.optimization.step_schedulers("epoch", plateau=None if exhausted else True)
             state.epoch_ended = True  # a checkpoint written from here on resumes after this epoch's end
             judges.on_train_epoch_end(self, model)
-            self._send_to_loggers(logs.end_epoch())  # what EarlyStopping / ModelCheckpoint logged
+            self._feed.send(logs.end_epoch())  # what EarlyStopping / ModelCheckpoint logged
         if state.epoch_finished:
-            self._warn_if_no_step(steps_before)
+            self.optimization.warn_if_no_step(steps_before)
             state.next_epoch()
         self.should_stop = self.strategy.reduce_bool(self.should_stop)
 
@@ -323,12 +324,14 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
         if self.enable_validation and self._val_every == math.inf:
             self._run_validation()
 
-    def _warn_if_no_step(self, steps_before: int) -> None:
-        if (self.global_step == steps_before and self.fit_state.batches_done > 0 and not self._warned_no_step
-                and self.lightning_module.automatic_optimization):
-            self._warned_no_step = True
-            log.warning("Epoch %d ended without an optimizer step: training_step returned None for every batch "
-                        "(a None return skips the batch). Return the loss to train.", self.current_epoch)
+    def _flush_step_logs(self) -> None:
+        """Send the step values to the loggers if this batch stepped on a `log_every_n_steps` boundary.
+
+        Called after on_train_batch_end, and before a checkpoint is written in it, so that what the
+        loggers hold is never behind the newest checkpoint."""
+        if self.optimization is not None and self.optimization.flush_due:
+            self.optimization.flush_due = False
+            self._feed.send(self.log_collector.pop_step_values(), step=self.global_step - 1)
 
     # --- when things happen (the rules are in schedule.py) ----------------------------------------
 
@@ -386,7 +389,7 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
 
     def _eval_context(self) -> EvalContext:
         return EvalContext(self._callbacks, self.log_collector, self._precision, self._data.to_device,
-                           self._send_to_loggers, self._eval_hooks)
+                           self._feed.send, self._eval_hooks)
 
     def _run_validation(self) -> None:
         if not self.optimization.window_open():  # the last step's gradients go, as in Lightning
@@ -444,7 +447,12 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
                 status = "interrupted"
         except BaseException as err:
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            self._callbacks.on_exception(self, model, err)
+            # another rank's failure, seen here as a failed collective: say which rank stopped answering
+            seen = self.strategy.failure(err)
+            self._callbacks.on_exception(self, model, seen or err)
+            self.strategy.on_exception(seen or err)
+            if seen is not None:
+                raise seen from None
             raise
         finally:
             if anomaly is not None:
@@ -454,6 +462,7 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
     def _setup_stage(self, stage: str) -> None:
         model, datamodule = self.lightning_module, self.datamodule
         self.strategy.setup_environment()
+        self.strategy.share_logger_identity(self.loggers)
         if datamodule is not None:
             if self.is_global_zero:
                 datamodule.prepare_data()
@@ -475,8 +484,9 @@ class Trainer(TrainerProperties, Checkpointing, LoggerConnection):
             self.datamodule.teardown(stage=stage)
         self._callbacks.teardown(self, model, stage)
         model.teardown(stage=stage)
-        for logger in self.loggers:
-            logger.finalize(status)
+        if self.is_global_zero:
+            for logger in self.loggers:
+                logger.finalize(status)
         self.state = None
 
     # --- data ------------------------------------------------------------------------------------

@@ -3,17 +3,83 @@ the log collector and the callbacks."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+import sys
+from typing import Any, Iterator
 
 import torch
 
 from ember.callbacks.base import Callback
 from ember.module import Module
+from ember.trainer_state import RunningStage, TrainerFn, TrainerState, TrainerStatus
 
 
 class TrainerProperties:
     """The read side of `Trainer` (a part of it, kept in this file so trainer.py holds the loops)."""
+
+    def _all_callbacks(self) -> list[Callback]:
+        return self._callbacks.callbacks if len(self._callbacks) else self.callbacks
+
+    @property
+    def state(self) -> TrainerState:
+        """What the Trainer is doing: `.fn` (the entry point), `.stage` (the loop), `.status`, `.finished`.
+
+        One object for the Trainer's life, as in Lightning. It also equals the entry point's name while
+        that runs (`trainer.state == "fit"` inside fit)."""
+        state = self.__dict__.setdefault("_trainer_state", TrainerState())
+        state.stage = self._running_stage(state.fn) if state.status == TrainerStatus.RUNNING else None
+        return state
+
+    @state.setter
+    def state(self, value: str | None) -> None:
+        # the Trainer sets the entry point's name when it starts and None when it has ended
+        state = self.__dict__.setdefault("_trainer_state", TrainerState())
+        if value is not None:
+            state.fn, state.status = TrainerFn(str(value)), TrainerStatus.RUNNING
+            self._exception_around = sys.exc_info()[1]  # fit may be called inside the caller's `except`
+        elif state.fn is not None:
+            # set in the Trainer's `finally`: an exception of this run on its way out means it did not finish
+            exception = sys.exc_info()[1]
+            failed = exception is not None and exception is not self._exception_around
+            interrupted = failed or getattr(self, "interrupted", False)
+            state.status = TrainerStatus.INTERRUPTED if interrupted else TrainerStatus.FINISHED
+            state.stage = None
+
+    def _running_stage(self, fn: TrainerFn | None) -> RunningStage | None:
+        if fn is None:
+            return None
+        if fn != TrainerFn.FITTING:
+            return {"validate": RunningStage.VALIDATING, "test": RunningStage.TESTING,
+                    "predict": RunningStage.PREDICTING}[fn.value]
+        if self.sanity_checking:
+            return RunningStage.SANITY_CHECKING
+        # inside fit, the validation loop runs its hooks under their names and with the model in eval mode
+        hook = self.log_collector.hook or ""
+        if hook.startswith(("on_validation", "validation_step")):
+            return RunningStage.VALIDATING
+        if not hook and self.lightning_module is not None and not self.lightning_module.training:
+            return RunningStage.VALIDATING
+        return RunningStage.TRAINING
+
+    @property
+    def validating(self) -> bool:
+        """A validation loop runs (in `validate`, or inside `fit`)."""
+        return self.state.stage == RunningStage.VALIDATING
+
+    @property
+    def testing(self) -> bool:
+        return self.state.stage == RunningStage.TESTING
+
+    @property
+    def predicting(self) -> bool:
+        return self.state.stage == RunningStage.PREDICTING
+
+    @property
+    def evaluating(self) -> bool:
+        """Validation, test or the sanity check runs."""
+        stage = self.state.stage
+        return stage is not None and stage.evaluating
 
     @property
     def current_epoch(self) -> int:
@@ -53,6 +119,7 @@ class TrainerProperties:
     @optimizers.setter
     def optimizers(self, value: list[torch.optim.Optimizer]) -> None:
         self.optimization.optimizers = list(value)
+        self.optimization.make_views()
 
     @property
     def lr_scheduler_configs(self) -> list[Any]:
@@ -156,8 +223,67 @@ class TrainerProperties:
         return getattr(self.strategy, "device_ids", None) or [self.strategy.root_device.index or 0]
 
     @property
+    def num_sanity_val_batches(self) -> list[float]:
+        """Batches the sanity check runs of each validation loader."""
+        limit = self.num_sanity_val_steps
+        return [n if limit == -1 else min(limit, n) for n in self.num_val_batches]
+
+    @property
+    def received_sigterm(self) -> bool:
+        """A SIGTERM asked the running fit to stop (it ends after the current batch, with a checkpoint)."""
+        interrupt = self.__dict__.get("_interrupt")
+        return interrupt is not None and interrupt.requested == "SIGTERM"
+
+    @property
+    def scaler(self) -> Any:
+        """The `torch.amp.GradScaler` of 16-mixed precision (None otherwise)."""
+        return self._precision.scaler
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int] | None:
+        """What a DistributedSampler needs for this process (None on one process)."""
+        if self.world_size <= 1:
+            return None
+        return {"num_replicas": self.world_size, "rank": self.global_rank}
+
+    @contextlib.contextmanager
+    def init_module(self, empty_init: bool | None = None) -> Iterator[None]:
+        """Create a model's tensors on this Trainer's device, in the dtype of a '-true' precision.
+
+        Example:
+            >>> with trainer.init_module():
+            ...     model = Classifier()  # built on the GPU, in bfloat16 with precision='bf16-true'
+        """
+        dtype = self._precision.param_dtype
+        previous = torch.get_default_dtype()
+        with torch.device(self.root_device):
+            if dtype is not None:
+                torch.set_default_dtype(dtype)
+            try:
+                yield
+            finally:
+                torch.set_default_dtype(previous)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """`print`, on the process of rank 0 only."""
+        if self.is_global_zero:
+            print(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # called only for names the Trainer lacks: Lightning's get their row of docs/lightning-compat.md
+        if name in _NOT_SUPPORTED:
+            from ember.lightning.not_supported import refuse
+
+            refuse(name, f"trainer.{name}", AttributeError)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
     def estimated_stepping_batches(self) -> float:
         """Optimizer steps the fit will take (for schedulers such as OneCycleLR)."""
         per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
         total = per_epoch * self.max_epochs if self.max_epochs != -1 else math.inf
         return min(total, self.max_steps) if self.max_steps != -1 else total
+
+
+_NOT_SUPPORTED = ("is_last_batch", "precision_plugin", "fit_loop", "validate_loop", "test_loop", "predict_loop",
+                  "profiler", "overfit_batches", "enable_autolog_hparams")

@@ -63,6 +63,7 @@ def test_a_step_costs_a_fixed_small_number_of_ember_calls(tmp_path):
     """With nothing overridden a step runs the hooks by name and steps directly: no closure, no wrapper.
     The count is ember's own Python calls per step, measured over 100 extra steps (setup cancels out)."""
     per_step = (ember_calls_per_step(tmp_path, Regressor, 150) - ember_calls_per_step(tmp_path, Regressor, 50)) / 100
-    # 72.06 when Lightning's optimization hooks came in (a27093a, before them, had the same): a hook that
-    # nobody overrides must cost nothing per step
-    assert per_step <= 72.1, f"{per_step} ember calls per training step (72.06 before)"
+    # a hook that nobody overrides must cost nothing per step: Lightning's optimization hooks came in at
+    # the count of the loop before them (72.06), and with the strategies' training_step / no_sync the
+    # count is 78.06 (main before the hooks merge: 79.06)
+    assert per_step <= 78.1, f"{per_step} ember calls per training step (78.06 before)"

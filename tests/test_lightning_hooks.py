@@ -565,3 +565,37 @@ def test_test_and_predict_mode_hooks_are_called_as_in_lightning(tmp_path):
     # and predict puts back the mode it found
     assert ours.calls == ["on_test_model_eval", ("test_step", 0, 0), ("on_test_model_train", False),
                           "on_predict_model_eval", ("training after", True)]
+
+
+def epoch_scheduled_module(base: type) -> type:
+    class EpochScheduled(steps_module(base)):
+        def __init__(self):
+            super().__init__()
+            self.rates = []
+
+        def rate(self, where):
+            self.rates.append((where, self.trainer.current_epoch, self.trainer.optimizers[0].param_groups[0]["lr"]))
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.rate(f"batch_end {batch_idx}")
+
+        def on_validation_start(self):
+            self.rate("validation")
+
+        def on_train_epoch_end(self):
+            self.rate("epoch_end")
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)]
+
+    return EpochScheduled
+
+
+def test_epoch_schedulers_step_with_the_epochs_last_batch_as_in_lightning(tmp_path):
+    ours, _, theirs, _ = fit_both(epoch_scheduled_module, tmp_path, max_epochs=2, limit_val_batches=1,
+                                  fit=lambda trainer, model: trainer.fit(model, data(), data()))
+    assert ours.rates == theirs.rates
+    # the last batch's on_train_batch_end, the epoch's validation and its end see the stepped rate
+    assert ours.rates[2:6] == [("batch_end 2", 0, 0.1), ("batch_end 3", 0, 0.05), ("validation", 0, 0.05),
+                               ("epoch_end", 0, 0.05)]

@@ -27,7 +27,7 @@ class StubTrainer(SimpleNamespace):
     def __init__(self, callback, **kwargs):
         defaults = dict(fast_dev_run=False, sanity_checking=False, state="fit", current_epoch=0, global_step=0,
                         fit_state=SimpleNamespace(batches_done=8, epoch_finished=True, stepped=True),
-                        callback_metrics={}, loggers=[], is_global_zero=True, check_val_every_n_epoch=1,
+                        callback_metrics={}, loggers=[], is_global_zero=True, world_size=1, check_val_every_n_epoch=1,
                         enable_validation=True, val_check_batch=8, num_training_batches=8, events=[],
                         fail_on=None)
         defaults.update(kwargs)

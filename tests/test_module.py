@@ -65,9 +65,11 @@ def test_validate_test_predict_return_values(tmp_path):
 
 
 def test_import_ember_loads_no_optional_library():
-    code = ("import sys, ember, ember.lightning, ember.callbacks, ember.loggers; "
+    code = ("import sys, ember, ember.lightning, ember.callbacks, ember.loggers, ember.lightning.cli, "
+            "ember.lightning.utilities, ember.lightning.callbacks; "
             "heavy = ['tensorboard', 'mlflow', 'wandb', 'hydra', 'omegaconf', 'rich', 'torchmetrics', "
-            "'transformers', 'matplotlib', 'lightning', 'pytorch_lightning', 'fastapi', 'onnx', 'yaml']; "
+            "'transformers', 'matplotlib', 'lightning', 'pytorch_lightning', 'fastapi', 'onnx', 'yaml', "
+            "'jsonargparse', 'psutil']; "
             "print([m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

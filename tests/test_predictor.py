@@ -122,6 +122,49 @@ def test_inference_mode(trained):
     assert seen == [True]
 
 
+def test_the_callers_model_keeps_its_modes_and_requires_grad():
+    model = Classifier()
+    model.train()
+    model.net[3].eval()  # a submodule in eval mode on its own, as when a batch norm is frozen
+    model.net[0].requires_grad_(False)
+    training = {name: m.training for name, m in model.named_modules()}
+    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            seen.append([m.training for m in self.inner.modules()])
+            return self.inner(x)
+
+    x = data(20).tensors[0]
+    with torch.no_grad():
+        expected = model.eval()(x)
+    model.train()
+    model.net[3].eval()
+    out = ember.Predictor(Probe(model), device="cpu", batch_size=8)(x)
+
+    assert torch.equal(out, expected)  # dropout off, batch norm on its running statistics
+    assert seen and not any(any(flags) for flags in seen)
+    assert {name: m.training for name, m in model.named_modules()} == training
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == requires_grad
+
+
+def test_the_modes_come_back_when_the_model_raises():
+    class Failing(Classifier):
+        def predict_step(self, batch, batch_idx, dataloader_idx=0):
+            raise RuntimeError("boom")
+
+    model = Failing().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        ember.Predictor(model, device="cpu")(torch.randn(3, 4))
+    assert all(m.training for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_overrides_replace_the_checkpoint_hyperparameters(trained):
     _, path = trained
     predictor = ember.Predictor.from_checkpoint(Classifier, path, device="cpu", dropout=0.0)

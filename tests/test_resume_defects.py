@@ -412,3 +412,39 @@ def test_log_rows_of_a_resumed_run_hold_each_step_once(tmp_path):
     counts = Counter((key, row["step"]) for row in rows for key, value in row.items()
                      if value and key not in ("step", "epoch"))
     assert counts and max(counts.values()) == 1, [k for k, c in counts.items() if c > 1]
+
+
+def test_two_checkpoint_callbacks_with_the_same_arguments_keep_separate_state(tmp_path):
+    def callbacks():  # the same arguments, so the same (Lightning) state key; other folders
+        return [ModelCheckpoint(dirpath=tmp_path / "a", every_n_train_steps=3),
+                ModelCheckpoint(dirpath=tmp_path / "b", every_n_train_steps=3)]
+
+    first = callbacks()
+    assert first[0].state_key == first[1].state_key
+    fit(tmp_path, callbacks=first + [KillAt("on_train_batch_start", 12)], max_epochs=2)
+    path = tmp_path / "a" / "epoch=0-step=9.ckpt"
+    saved = load_checkpoint(path)["callbacks"]
+    states = [v for k, v in saved.items() if k.startswith("ModelCheckpoint")]
+    assert sorted(s["dirpath"] for s in states) == [str(tmp_path / "a"), str(tmp_path / "b")]
+    second = callbacks()
+    _, trainer = fit(tmp_path, callbacks=second, max_epochs=2, ckpt_path="last")
+    assert trainer.ckpt_path == str(tmp_path / "b" / "epoch=0-step=9.ckpt")  # the newest file of the run
+    for callback, folder in zip(second, ("a", "b")):
+        assert Path(callback.best_model_path) == tmp_path / folder / "epoch=1-step=18.ckpt"
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == ["epoch=1-step=18.ckpt"]
+
+
+def test_checkpoint_callbacks_run_after_the_others_whatever_their_place(tmp_path):
+    order = []
+
+    class Recorder(ember.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            order.append("recorder")
+
+    class Saver(ModelCheckpoint):
+        def on_train_epoch_end(self, trainer, pl_module):
+            order.append("checkpoint")
+            super().on_train_epoch_end(trainer, pl_module)
+
+    fit(tmp_path, callbacks=[Saver(dirpath=tmp_path / "c"), Recorder()], max_epochs=1)
+    assert order == ["recorder", "checkpoint"]

@@ -86,7 +86,7 @@ def test_the_known_good_learning_rate_of_the_regression():
     assert 0.5 * before < after < before  # lr = 0.05 is slow
 
 
-def test_lr_find_suggests_within_a_factor_of_ten_and_leaves_everything_as_it_was(tmp_path, capsys):
+def test_lr_find_suggests_within_a_factor_of_ten_and_leaves_everything_as_it_was(tmp_path, caplog):
     torch.manual_seed(0)
     model = LinearRegression(lr=0.01, momentum=0.9)
     trainer = quiet(tmp_path, max_epochs=2)
@@ -105,7 +105,7 @@ def test_lr_find_suggests_within_a_factor_of_ten_and_leaves_everything_as_it_was
     suggestion = finder.suggestion()
     assert 0.5 / 10 <= suggestion <= 0.5 * 10
     assert model.lr == suggestion
-    assert f"learning rate set to {suggestion:.3g} (LinearRegression.lr)" in capsys.readouterr().out
+    assert f"lr_find: learning rate set to {suggestion:.3g} (LinearRegression.lr)." in caplog.messages
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     assert trainer.optimizers[0] is optimizer and optimizer.state[model.net.weight]["momentum_buffer"] is not None
     assert optimizer.param_groups[0]["params"][0] is model.net.weight  # the same Parameter objects
@@ -163,7 +163,7 @@ def test_the_smoothed_loss_is_a_bias_corrected_moving_average(tmp_path):
     assert finder.results["loss"][0] == finder.raw_losses[0]
 
 
-def test_suggestion_is_the_steepest_descent_of_the_smoothed_loss(capsys):
+def test_suggestion_is_the_steepest_descent_of_the_smoothed_loss():
     lrs = [10.0 ** (i - 8) for i in range(8)]
     losses = [5.0, 4.9, 4.5, 3.0, 2.9, 2.8, math.nan, 9.0]
     finder = LRFinder("exponential", lrs[0], lrs[-1], 8, lrs, losses, losses)
@@ -171,8 +171,8 @@ def test_suggestion_is_the_steepest_descent_of_the_smoothed_loss(capsys):
     assert finder.suggestion(skip_begin=0, skip_end=1) == lrs[2]
     assert finder.optimal_index == 2
     assert finder.suggestion(skip_begin=3, skip_end=1) == lrs[3]  # points 3, 4, 5: 3 -> 4 falls most
-    assert finder.suggestion(skip_begin=5, skip_end=1) is None
-    assert "1 finite losses" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="1 finite losses .* too few for a suggestion"):
+        assert finder.suggestion(skip_begin=5, skip_end=1) is None
     assert finder.optimal_index is None
 
 
@@ -289,7 +289,7 @@ class MemoryLimited(ember.Module):
         return torch.optim.Adam(self.parameters(), lr=0.01)
 
 
-def test_binsearch_finds_the_largest_size_that_fits(tmp_path, capsys):
+def test_binsearch_finds_the_largest_size_that_fits(tmp_path, caplog):
     torch.manual_seed(0)
     model, data = MemoryLimited(limit=37), Samples()
     weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -300,8 +300,8 @@ def test_binsearch_finds_the_largest_size_that_fits(tmp_path, capsys):
 
     assert data.batch_size == 37
     assert sorted(set(model.sizes)) == [2, 4, 8, 16, 32, 36, 37, 38, 40, 48, 64]
-    out = capsys.readouterr().out
-    assert "batch_size=37 (the largest that fit; 38 ran out of memory); set as Samples.batch_size." in out
+    assert ("scale_batch_size: batch_size=37 (the largest that fit; 38 ran out of memory); set as "
+            "Samples.batch_size.") in caplog.messages
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     assert not model.training and model._trainer is None and data.trainer is None
     assert torch.equal(torch.get_rng_state(), rng)
@@ -342,17 +342,17 @@ def test_next_size():
     assert next_size("power", 0, 1, None) is None
 
 
-def test_the_search_stops_at_the_dataset_size(tmp_path, capsys):
+def test_the_search_stops_at_the_dataset_size(tmp_path, caplog):
     model, data = MemoryLimited(limit=1000), Samples(n=50)
     assert Tuner(quiet(tmp_path)).scale_batch_size(model, datamodule=data, mode="binsearch") == 50
     assert sorted(set(model.sizes)) == [2, 4, 8, 16, 18, 32, 50]  # 18: the last batch of an epoch at 32
-    assert "(the dataset has 50 samples)" in capsys.readouterr().out
+    assert "(the dataset has 50 samples)" in caplog.text
 
 
-def test_the_search_stops_at_max_trials(tmp_path, capsys):
+def test_the_search_stops_at_max_trials(tmp_path, caplog):
     model, data = MemoryLimited(limit=1000), Samples()
     assert Tuner(quiet(tmp_path)).scale_batch_size(model, datamodule=data, max_trials=3) == 8
-    assert "(max_trials=3 reached)" in capsys.readouterr().out
+    assert "(max_trials=3 reached)" in caplog.text
 
 
 def test_a_first_size_that_does_not_fit_shrinks(tmp_path):
@@ -493,7 +493,7 @@ class Writeup(pl.LightningModule):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the write-up's init_val is 0 only without a GPU")
-def test_the_lightning_1x_writeup_call(tmp_path, capsys):
+def test_the_lightning_1x_writeup_call(tmp_path, caplog):
     with pytest.warns(pl.LightningDeprecationWarning):
         trainer = pl.Trainer(gpus=-1, accelerator="dp", precision=32, default_root_dir=tmp_path / "log",
                              max_epochs=10, enable_progress_bar=False, callbacks=[
@@ -507,8 +507,7 @@ def test_the_lightning_1x_writeup_call(tmp_path, capsys):
     del tuner
 
     assert new_batch_size == 20 == dm.batch_size  # on the CPU only the dataset size bounds it
-    out = capsys.readouterr().out
-    assert "scale_batch_size(init_val=0): a batch size is at least 1; starting at 1." in out
+    assert "scale_batch_size(init_val=0): a batch size is at least 1; starting at 1." in caplog.messages
     assert not (tmp_path / "log").exists()
     model.hparams.batch_size = new_batch_size
     trainer.fit(model, datamodule=dm)

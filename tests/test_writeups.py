@@ -178,6 +178,11 @@ def test_writeup_001_mnist_autoencoder(tmp_path):
     assert len(logged["val_loss"]) == 1
     val_loss = float(printed(r"val_loss \(MSE on the 10k test images\) = (\S+)", stdout))
     assert val_loss == pytest.approx(logged["val_loss"][0][1], abs=5e-6)
+    # reported through logging: Hydra's train.log in the run folder has the same lines, with time and logger
+    log_file = (run / "train.log").read_text()
+    line = rf"\[recipes\.mnist_autoencoder\]\[INFO\] - val_loss \(MSE on the 10k test images\) = {val_loss:.5f}"
+    assert re.search(rf"^\[[\d\-: ,]+\]{line}$", log_file, flags=re.MULTILINE)
+    assert "[ember.seed][INFO] - Seed set to 42" in log_file
     assert "reconstructions" in tags["images"]  # ReconstructionPlotter's add_figure
 
     (wandb_run,) = (run / "wandb").glob("offline-run-*")

@@ -110,7 +110,8 @@ class ModelCheckpoint(Callback):
         self.last_model_path = ""
         self.current_score: torch.Tensor | None = None
         self._last_global_step_saved = -1
-        self._resumed_at_ns: int | None = None  # mtime of the checkpoint a resumed fit started from
+        self._resumed_at_ns: int | None = None
+        self._dropping: list[str] = []  # files this save removes once its own files are written  # mtime of the checkpoint a resumed fit started from
         self._last_time = time.monotonic()
         # when, in this fit, every key that will be logged has been (None: not yet); see _missing
         self._all_logged_once: str | None = None
@@ -137,8 +138,12 @@ class ModelCheckpoint(Callback):
         if self._skip(trainer) or not trainer.fit_state.stepped:
             return
         due = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
-        if self.train_time_interval and time.monotonic() - self._last_time >= self.train_time_interval:
-            due, self._last_time = True, time.monotonic()
+        if self.train_time_interval:
+            elapsed = time.monotonic() - self._last_time >= self.train_time_interval
+            if trainer.world_size > 1:  # clocks differ between processes: rank 0's decides
+                elapsed = trainer.strategy.broadcast(elapsed)
+            if elapsed:
+                due, self._last_time = True, time.monotonic()
         if due:
             self._save(trainer)
 
@@ -186,6 +191,8 @@ class ModelCheckpoint(Callback):
                 not trainer.fit_state.epoch_finished:
             return
         metrics = dict(trainer.callback_metrics)
+        if trainer.world_size > 1:  # every rank decides from rank 0's values, so all of them save together
+            metrics = trainer.strategy.broadcast(metrics)
         metrics.setdefault("epoch", torch.tensor(trainer.current_epoch))
         metrics.setdefault("step", torch.tensor(trainer.global_step))
         before = self.state_dict()
@@ -202,14 +209,19 @@ class ModelCheckpoint(Callback):
             if not writes:
                 return
             self._last_global_step_saved = trainer.global_step
+            # the files written hold the removals still to do: a run killed before them, resumed from one
+            # of these files, does them (else a dropped file would stay forever)
+            self._dropping = list(drops)
             self._write(trainer, writes)
         except BaseException:
             self._put_back(before)
+            self._dropping = []
             raise
         kept = set(self.best_k_models) | {self.last_model_path}
         for path in drops:
             if path not in kept:
                 _remove(path, trainer)
+        self._dropping = []
         if self.verbose and top and self.monitor is not None and trainer.is_global_zero:
             log.info(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} reached "
                      f"{self.current_score.item():.5f}; saved {top}")
@@ -393,7 +405,7 @@ class ModelCheckpoint(Callback):
             "best_model_score": self.best_model_score, "best_model_path": self.best_model_path,
             "current_score": self.current_score, "kth_best_model_path": self.kth_best_model_path,
             "best_k_models": dict(self.best_k_models), "last_model_path": self.last_model_path,
-            "last_global_step_saved": self._last_global_step_saved,
+            "last_global_step_saved": self._last_global_step_saved, "dropping": list(self._dropping),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -406,6 +418,13 @@ class ModelCheckpoint(Callback):
                 UserWarning, stacklevel=2)
             return
         self._put_back(state)
+        kept = set(self.best_k_models) | {self.last_model_path}
+        for path in state.get("dropping", []):  # removals the run that wrote this file did not get to
+            if path not in kept:
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
 
     def _put_back(self, state: dict[str, Any]) -> None:
         self.best_model_score = state["best_model_score"]

@@ -29,21 +29,27 @@ class ModelSummary(Callback):
             log.info(summarize(pl_module, self.max_depth))
 
 
-def summarize(model: nn.Module, max_depth: int = 1) -> str:
-    """The summary table as text."""
-    rows = [("", "Name", "Type", "Params")]
-    for i, (name, module) in enumerate((n, m) for n, m in model.named_modules()
-                                       if n and n.count(".") < max_depth):
-        rows.append((str(i), name, type(module).__name__, _count(sum(p.numel() for p in module.parameters()))))
+def summary_rows(model: nn.Module, max_depth: int = 1) -> tuple[list[tuple[str, str, str, str]], list[str]]:
+    """The table's rows (index, name, type, params) and the totals' lines under it."""
+    rows = [(str(i), name, type(module).__name__, _count(sum(p.numel() for p in module.parameters())))
+            for i, (name, module) in enumerate((n, m) for n, m in model.named_modules()
+                                               if n and n.count(".") < max_depth)]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    totals = [f"{_count(trainable)} trainable params", f"{_count(total - trainable)} non-trainable params",
+              f"{_count(total)} total params", f"{size_mb:.3f} MB (parameters)"]
+    return rows, totals
+
+
+def summarize(model: nn.Module, max_depth: int = 1) -> str:
+    """The summary table as text."""
+    body, totals = summary_rows(model, max_depth)
+    rows = [("", "Name", "Type", "Params"), *body]
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
-    lines += ["-" * len(lines[0]),
-              f"{_count(trainable)} trainable params", f"{_count(total - trainable)} non-trainable params",
-              f"{_count(total)} total params", f"{size_mb:.3f} MB (parameters)"]
+    lines += ["-" * len(lines[0]), *totals]
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from ember.data import DataModule as LightningDataModule
 from ember.module import Module as LightningModule
 from ember.seed import seed_everything
 from ember.trainer import Trainer as _EmberTrainer
-from ember.lightning import callbacks, loggers, tuner
+from ember.lightning import callbacks, core, loggers, trainer, tuner, utilities
 
 
 class LightningDeprecationWarning(FutureWarning):
@@ -33,6 +33,7 @@ class Trainer(_EmberTrainer):
 
     def __init__(self, *args: Any, gpus: Any = None, resume_from_checkpoint: Any = None,
                  auto_lr_find: Any = None, auto_scale_batch_size: Any = None, **kwargs: Any) -> None:
+        _drop_lightning_defaults(kwargs)
         accelerator = kwargs.get("accelerator")
         if accelerator in ("dp", "ddp", "ddp_spawn", "ddp2"):
             _say(f"Trainer(accelerator={accelerator!r}) is Lightning 1.x; in 2.x it is "
@@ -56,6 +57,25 @@ class Trainer(_EmberTrainer):
         super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path)
 
 
+# Lightning 2.x arguments ember lacks, with the value that turns them off: passing that value (as configs
+# written for Lightning's CLI do) changes nothing, so it is accepted; any other value is refused.
+LIGHTNING_DEFAULTS = {"profiler": None, "plugins": None, "sync_batchnorm": False, "enable_autolog_hparams": True,
+                      "model_registry": None}
+
+
+def _drop_lightning_defaults(kwargs: dict[str, Any]) -> None:
+    import inspect
+
+    from ember.lightning.not_supported import refuse
+
+    own = inspect.signature(_EmberTrainer.__init__).parameters
+    for name, off in LIGHTNING_DEFAULTS.items():
+        if name in kwargs and name not in own:
+            value = kwargs.pop(name)
+            if value != off:
+                refuse(name, f"Trainer({name}={value!r})", TypeError)
+
+
 def _translate_gpus(gpus: Any) -> dict[str, Any]:
     wanted = gpus if isinstance(gpus, int) else len(gpus) if isinstance(gpus, (list, tuple)) else int(gpus)
     if wanted == 0:
@@ -74,5 +94,14 @@ def _say(message: str, stacklevel: int = 3) -> None:
     warnings.warn(message, LightningDeprecationWarning, stacklevel=stacklevel)
 
 
-__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "callbacks", "loggers",
-           "seed_everything", "tuner"]
+def __getattr__(name: str):
+    # `pl.cli` needs jsonargparse, so it is imported when it is asked for
+    if name == "cli":
+        import importlib
+
+        return importlib.import_module("ember.lightning.cli")
+    raise AttributeError(f"module 'ember.lightning' has no attribute {name!r}")
+
+
+__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "callbacks", "core", "loggers",
+           "seed_everything", "trainer", "tuner", "utilities"]

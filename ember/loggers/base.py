@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ember.plain import readable
 
@@ -73,9 +73,10 @@ class Logger:
         log_dir = self.log_dir
         return [log_dir] if log_dir else []
 
-    def resume_at(self, step: int) -> None:
-        """A resumed run goes on from `step`: drop what the interrupted run logged at or after it, where the
-        backend allows."""
+    def resume_at(self, step: int, rows: Sequence[Mapping[str, Any]] = ()) -> None:
+        """A resumed run goes on from its checkpoint, written when this logger had received everything
+        before `step` and, at `step`, exactly `rows`. Forget what the interrupted run logged after that
+        point (the resumed run logs it again), where the backend allows."""
 
 
 class FolderLogger(Logger):

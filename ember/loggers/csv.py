@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ember.plain import readable
 from ember.loggers.base import FolderLogger, add_prefix, dump_hparams
@@ -84,17 +84,20 @@ class CSVLogger(FolderLogger):
     def finalize(self, status: str) -> None:
         self.save()
 
-    def resume_at(self, step: int) -> None:
-        """Drop rows the interrupted run wrote at or after `step`: the resumed run logs them again."""
+    def resume_at(self, step: int, rows: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Keep the rows before `step`, then the `rows` the checkpoint saw at `step`; drop the rest (the
+        resumed run logs it again)."""
         self.save()
         path = Path(self.metrics_file_path)
-        if not path.exists():
-            return
-        rows, keys = _read_rows(path)
-        kept = [row for row in rows if row.get("step") in (None, "") or int(row["step"]) < step]
-        if len(kept) != len(rows):
-            _rewrite(path, keys, kept)
-        self._keys = keys
+        if path.exists():
+            written, keys = _read_rows(path)
+            kept = [row for row in written if row.get("step") in (None, "") or int(row["step"]) < step]
+            if len(kept) != len(written):
+                _rewrite(path, keys, kept)
+            self._keys = keys
+        for row in rows:
+            self.log_metrics(row, step)
+        self.save()
 
 
 def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:

@@ -6,10 +6,11 @@ deprecated), with artifacts next to it in `mlruns/artifacts/`; browse it with
 `MLFLOW_TRACKING_URI` variable) points it at any other store or server.
 
 Resume: `state_dict()` holds the run id, so a fit resumed from a checkpoint logs into the same run.
-MLflow cannot delete metric points, so `resume_at(step)` reads, for every metric of the run, the last
-step already logged, and the resumed run skips its points at those steps and before: what the
-interrupted run logged after its last checkpoint stays (a bit-exact resume logs the same values
-again), and no step appears twice.
+MLflow cannot delete metric points, so `resume_at(step, rows)` counts, for every metric of the run, the
+values the interrupted run logged after its checkpoint (the checkpoint says which rows at `step` it saw),
+and the resumed run skips that many of its own at each (metric, step): what the interrupted run logged
+after its last checkpoint stays (a bit-exact resume logs the same values again), and each value is in
+the run once, also where a step holds several (two validations between two optimizer steps).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ember.loggers.base import Logger, add_prefix, scalar_params
 
@@ -77,7 +78,9 @@ class MLFlowLogger(Logger):
         self._queued: list[Any] = []  # with synchronous=False: the writes MLflow's thread has not confirmed
         self._experiment_id: str | None = None
         self._client: Any = None
-        self._logged_until: dict[str, int] = {}  # metric -> last step already in the run (see resume_at)
+        # (metric, step) -> how many values the interrupted run logged there after its checkpoint: the resumed
+        # run logs the same values again, and they are skipped (MLflow cannot delete them; see resume_at)
+        self._already_logged: dict[tuple[str, int], int] = {}
         self._renamed: set[str] = set()
         self._checkpoint_callback: Any = None
         self._logged_checkpoints: set[tuple[str, int]] = set()
@@ -149,8 +152,9 @@ class MLFlowLogger(Logger):
         batch = []
         for key, value in add_prefix(metrics, self._prefix).items():
             key = self._valid_name(key)
-            if step is not None and step <= self._logged_until.get(key, -1):
-                continue  # the interrupted run logged this step already
+            if self._already_logged and self._already_logged.get((key, step or 0), 0) > 0:
+                self._already_logged[(key, step or 0)] -= 1
+                continue  # the interrupted run logged this value after its checkpoint already
             batch.append(Metric(key, float(value), timestamp, step or 0))
         for start in range(0, len(batch), _MAX_METRICS_PER_BATCH):
             queued = self.experiment.log_batch(self.run_id, metrics=batch[start:start + _MAX_METRICS_PER_BATCH],
@@ -195,11 +199,23 @@ class MLFlowLogger(Logger):
         if self._run_id is None and state.get("experiment_name") == self._experiment_name:
             self._run_id = state["run_id"]
 
-    def resume_at(self, step: int) -> None:
-        """Remember each metric's last step in the run: the resumed run does not log those steps again."""
+    def resume_at(self, step: int, rows: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Count what the interrupted run logged after its checkpoint (values at `step` beyond the `rows`
+        the checkpoint saw, and every value after `step`): the resumed run logs those values again, and
+        this logger skips that many at each (metric, step), so the run holds each once."""
         client, run_id = self.experiment, self.run_id
+        seen: dict[tuple[str, int], int] = {}
+        for row in rows:
+            for key in add_prefix(row, self._prefix):
+                seen[(self._valid_name(key), step)] = seen.get((self._valid_name(key), step), 0) + 1
+        self._already_logged = {}
         for key in client.get_run(run_id).data.metrics:
-            self._logged_until[key] = max(m.step for m in client.get_metric_history(run_id, key))
+            for metric in client.get_metric_history(run_id, key):
+                if metric.step >= step:
+                    self._already_logged[(key, metric.step)] = self._already_logged.get((key, metric.step), 0) + 1
+        for place, count in seen.items():
+            if place in self._already_logged:
+                self._already_logged[place] -= count
 
     def _experiment(self, client: Any) -> str:
         found = client.get_experiment_by_name(self._experiment_name)

@@ -10,8 +10,9 @@ scalar the run logged as a metric column, showing its last value. (Lightning wri
 record naming only `hp_metric`, which is why it logs a placeholder `hp_metric=-1`; ember needs neither.)
 
 Resume: `state_dict()` holds the version, so a resumed fit writes into the same folder, and
-`resume_at(step)` opens the next writer with `purge_step=step`: TensorBoard's readers then drop the
-events the interrupted run wrote at or after that step, and no step appears twice.
+`resume_at(step, rows)` opens the next writer with `purge_step=step`: TensorBoard's readers then drop
+the events the interrupted run wrote at or after that step; the rows at `step` that the checkpoint saw
+are written again, so each value is there once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ember.plain import readable
 from ember.loggers.base import FolderLogger, add_prefix, dump_hparams, scalar_params
@@ -133,12 +134,15 @@ class TensorBoardLogger(FolderLogger):
         self._writer.close()
         self._writer = None
 
-    def resume_at(self, step: int) -> None:
-        """The next writer purges what the interrupted run wrote at or after `step`."""
+    def resume_at(self, step: int, rows: Sequence[Mapping[str, Any]] = ()) -> None:
+        """The next writer purges what the interrupted run wrote at or after `step`; the `rows` the
+        checkpoint saw at `step` are written again after the purge."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         self._purge_step = step
+        for row in rows:
+            self.log_metrics(row, step)
 
     def _write_hparams(self, tag: str, **plugin_data: Any) -> None:
         from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata

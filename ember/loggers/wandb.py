@@ -9,22 +9,48 @@ Steps: every row carries `trainer/global_step`, declared with `define_metric` as
 other metric, and wandb's own `_step` simply counts rows. wandb drops a row logged with `step=` lower
 than the run's current step, so this is what lets a resumed run log again from an earlier global step.
 
+One run per logger: the run stays open across the stages of a Trainer (fit, then validate and test
+write into the same run and, offline, the same folder). It is finished when the process exits (wandb's
+own exit hook), when a stage fails or is interrupted (exit code 1), when another WandbLogger of the
+process starts its run (so each job of a Hydra multirun has its own), or by `wandb.finish()`. A logger
+used again after its run finished continues the same run id (offline, in a new folder).
+
+Flushing: wandb-core buffers the run's `.wandb` file and writes it every
+`x_transaction_log_flush_interval` seconds (wandb's default is 15 s, and a killed process loses what is
+still buffered). The runs this logger starts use `FLUSH_INTERVAL_S` unless `settings=` sets another, and
+`save()`, which the Trainer calls before writing each checkpoint, waits until everything logged so far
+has been written.
+
 Resume: `state_dict()` holds the run id, and a fit resumed from a checkpoint calls
-`wandb.init(id=<that id>, resume="allow")`: online the same run continues; offline each fit writes its
-own `offline-run-*-<id>` folder with the same id, and `wandb sync` appends them in order. wandb cannot
-delete history, so rows that the interrupted run logged after its last checkpoint stay, and the resumed
-run logs those global steps again.
+`wandb.init(id=<that id>, resume="allow")`: online the same run continues; offline each process writes
+its own `offline-run-*-<id>` folder with the same id, and `wandb sync` appends them in order. wandb
+cannot delete history, so rows that the interrupted run logged after its last checkpoint stay, and the
+resumed run logs those global steps again.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
+import time
 from typing import Any, Mapping, Sequence
 
 from ember.plain import readable
 from ember.loggers.base import Logger, add_prefix
 
 STEP_METRIC = "trainer/global_step"
+# How often wandb-core writes the run's buffered records to its `.wandb` file (wandb's default is 15 s):
+# short, so that `save()` waits little for the next write. A write with nothing new costs nothing.
+FLUSH_INTERVAL_S = 0.05
+MAX_FLUSH_WAIT_S = 1.0
+
+log = logging.getLogger(__name__)
+
+# The ids of the runs that WandbLoggers started in this process: such a run may be continued by a logger
+# with its id, and is finished when a logger with another id starts its own. A run the user started with
+# `wandb.init` is only ever attached to.
+_STARTED_RUNS: set[str] = set()
 
 
 class WandbLogger(Logger):
@@ -67,21 +93,32 @@ class WandbLogger(Logger):
         self._prefix = prefix
         self._run: Any = None
         self._owns_run = True
+        self._unsaved = False  # rows logged since the last save()
         self._checkpoint_callback: Any = None
         self._logged_checkpoints: set[tuple[str, int]] = set()
 
     @property
     def experiment(self) -> Any:
-        """The wandb run: started (or continued, with this logger's id) on first use; a run already
-        started with `wandb.init` is used as it is."""
+        """The wandb run: started (or continued, with this logger's id) on first use and after it was
+        finished; a run already started with `wandb.init` is used as it is."""
+        if self._run is not None and _finished(self._run):
+            self._run = None  # finished by wandb.finish() or by another logger's run: continue the same id
         if self._run is None:
             wandb = _import_wandb()
-            self._owns_run = wandb.run is None or self._id not in (None, wandb.run.id)
-            if self._owns_run:
-                os.makedirs(self._save_dir, exist_ok=True)
-                self._run = wandb.init(id=self._id, **self._init_args)
+            active = wandb.run
+            ours = active is not None and active.id in _STARTED_RUNS
+            if active is not None and (active.id == self._id or (self._id is None and not ours)):
+                self._run, self._owns_run = active, ours
             else:
-                self._run = wandb.run
+                os.makedirs(self._save_dir, exist_ok=True)
+                init_args = dict(self._init_args)
+                if active is not None:
+                    # wandb's default would hand back the active run: finish a run an earlier logger
+                    # started (its job is over), leave one the user started alone
+                    init_args.setdefault("reinit", "finish_previous" if ours else "create_new")
+                init_args["settings"] = _with_flush_interval(wandb, init_args.get("settings"))
+                self._run, self._owns_run = wandb.init(id=self._id, **init_args), True
+                _STARTED_RUNS.add(self._run.id)
             self._id = self._run.id
             self._run.define_metric(STEP_METRIC)
             self._run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
@@ -123,10 +160,12 @@ class WandbLogger(Logger):
         if step is not None:
             row[STEP_METRIC] = step
         self.experiment.log(row)
+        self._unsaved = True
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         # readable(): W&B's config holds JSON-like values, and shows them as hparams.yaml does
         self.experiment.config.update(readable(params), allow_val_change=True)  # a dict or a Namespace
+        self._unsaved = True
 
     def log_table(self, key: str, columns: Sequence[str] | None = None, data: Sequence[Sequence[Any]] | None = None,
                   dataframe: Any = None, step: int | None = None) -> None:
@@ -163,19 +202,60 @@ class WandbLogger(Logger):
         if self._log_model == "all":
             self._log_checkpoints(checkpoint_callback.best_k_models)
 
+    def save(self) -> None:
+        """Wait until every row logged so far is in the run's `.wandb` file, so that a process killed
+        after this call keeps them (the Trainer calls it before writing each checkpoint). Typically
+        waits half of wandb-core's flush interval, and only when something was logged since the last call.
+        A run whose flush interval is over `MAX_FLUSH_WAIT_S` (one started with `wandb.init` keeps
+        wandb's 15 s) is not waited for: that would stall every checkpoint."""
+        run = self._run
+        if run is None or not self._unsaved or _finished(run):
+            return
+        settings = run.settings
+        interval = getattr(settings, "x_transaction_log_flush_interval", None)
+        path = settings.sync_file
+        if not interval or interval > MAX_FLUSH_WAIT_S or not os.path.exists(path):
+            return
+        # a round trip to wandb-core: when it returns, the core has taken every row sent before it
+        run.summary.keys()
+        size = os.path.getsize(path)
+        # then one more (harmless, repeated) record, so that the file grows at the next flush even when
+        # the rows were already written: growth past `size` means a flush came after the rows
+        run.define_metric(STEP_METRIC)
+        deadline = time.monotonic() + 2 * interval + 1.0
+        while os.path.getsize(path) <= size:
+            if time.monotonic() > deadline:
+                log.warning("WandbLogger.save: wandb-core wrote nothing to %s within %.1f s; the rows logged "
+                            "since the last checkpoint may be lost if the process is killed now.", path,
+                            2 * interval + 1.0)
+                break
+            time.sleep(min(interval / 10, 0.01))
+        self._unsaved = False
+
     def finalize(self, status: str) -> None:
-        """Log the checkpoints that `log_model` asks for, and finish the run (exit code 1 unless it
-        succeeded). A later stage or `logger.experiment` continues the same run id."""
-        if self._run is None:
+        """The end of a stage: log the checkpoints that `log_model` asks for and write what was logged.
+        A stage that failed or was interrupted finishes the run (exit code 1); after a success the run
+        stays open for the next stage (see the module docstring for when it is finished)."""
+        if self._run is None or _finished(self._run):
             return
         callback = self._checkpoint_callback
         if callback is not None and self._log_model == "all":
             self._log_checkpoints([*callback.best_k_models, callback.last_model_path])
         elif callback is not None and self._log_model:
             self._log_checkpoints([callback.best_model_path or callback.last_model_path])
-        if self._owns_run:
-            self._run.finish(exit_code=0 if status == "success" else 1)
+        if status != "success" and self._owns_run:
+            self._run.finish(exit_code=1)
             self._run = None
+        else:
+            self.save()
+
+    def resume_at(self, step: int, rows: Sequence[Mapping[str, Any]] = ()) -> None:
+        """W&B cannot delete what a run logged: say that the rows the interrupted run logged after its last
+        checkpoint will be there twice (with the same values, when the resume is exact)."""
+        warnings.warn(f"WandbLogger: resuming run {self.version!r} at step {step}. W&B cannot delete logged rows, so "
+                      "the rows the interrupted run logged after its last checkpoint appear twice in the run (same "
+                      "steps, same values). CSVLogger, TensorBoardLogger and MLFlowLogger hold each row once.",
+                      UserWarning, stacklevel=2)
 
     def state_dict(self) -> dict[str, Any]:
         return {"project": self._project, "id": self.version}
@@ -201,6 +281,27 @@ class WandbLogger(Logger):
             artifact.add_file(path, name="model.ckpt")
             aliases = ["latest", "best"] if path == callback.best_model_path else ["latest"]
             self.experiment.log_artifact(artifact, aliases=aliases)
+            self._unsaved = True
+
+
+def _finished(run: Any) -> bool:
+    """The run was finished (wandb has no public flag for it; `_is_finished` is what `finish()` sets)."""
+    return bool(getattr(run, "_is_finished", False))
+
+
+def _with_flush_interval(wandb: Any, settings: Any) -> Any:
+    """`settings` (None, a dict or a `wandb.Settings`) with wandb-core's flush interval set to
+    FLUSH_INTERVAL_S, unless the caller set it."""
+    key = "x_transaction_log_flush_interval"
+    if key not in wandb.Settings.model_fields:
+        return settings  # a wandb without the buffered writer
+    if settings is None:
+        return wandb.Settings(**{key: FLUSH_INTERVAL_S})
+    if isinstance(settings, Mapping):
+        return {key: FLUSH_INTERVAL_S, **settings}
+    if key in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={key: FLUSH_INTERVAL_S})
 
 
 def _import_wandb() -> Any:

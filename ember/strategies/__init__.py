@@ -4,6 +4,8 @@
 the Trainer calls them and never asks whether the run is distributed.
 """
 
-from ember.strategies.single import SingleDevice, Strategy, select_strategy
+from ember.strategies.ddp import DDPStrategy, RankFailure
+from ember.strategies.select import select_strategy
+from ember.strategies.single import SingleDevice, Strategy
 
-__all__ = ["Strategy", "SingleDevice", "select_strategy"]
+__all__ = ["Strategy", "SingleDevice", "DDPStrategy", "RankFailure", "select_strategy"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -46,6 +47,37 @@ class Strategy:
     def barrier(self, name: str | None = None) -> None:
         pass
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """`obj` of every rank, by rank."""
+        return [obj]
+
+    def training_step(self, module: torch.nn.Module, *args: Any) -> Any:
+        """Run the module's training_step (a DDP strategy runs it through DistributedDataParallel)."""
+        return module.training_step(*args)
+
+    def no_sync(self) -> Any:
+        """A context in which backward does not reduce gradients across ranks (inside an accumulation
+        window); nothing to do on one process."""
+        return contextlib.nullcontext()
+
+    def shard(self) -> tuple[int, int]:
+        """(rank, world size) for splitting the data."""
+        return 0, 1
+
+    def failure(self, err: BaseException) -> BaseException | None:
+        """The error to raise instead of `err` when `err` is another rank's failure seen by this one."""
+        return None
+
+    def agree_on_stopping(self, should_stop: bool, signalled: bool) -> tuple[bool, bool]:
+        """(should_stop, a signal was received) as every process sees them: True if any says so."""
+        return should_stop, signalled
+
+    def share_logger_identity(self, loggers: list[Any]) -> None:
+        """Make every process's loggers name rank 0's run (one version folder, one run id)."""
+
+    def on_exception(self, err: BaseException) -> None:
+        """A stage failed in this process."""
+
     def teardown(self) -> None:
         pass
 
@@ -55,61 +87,3 @@ class SingleDevice(Strategy):
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.root_device = torch.device(device)
-
-
-def select_strategy(strategy: Any, accelerator: str, devices: Any) -> Strategy:
-    """Turn the Trainer's `strategy`, `accelerator` and `devices` arguments into a Strategy."""
-    if isinstance(strategy, Strategy):
-        return strategy
-    accelerator = _resolve_accelerator(accelerator)
-    count, index = _resolve_devices(devices, accelerator)
-    if strategy not in ("auto", "single_device", None) or count > 1:
-        raise ValueError(
-            f"Trainer(strategy={strategy!r}, devices={devices!r}) asks for several processes; this ember "
-            "release runs on a single device (DDP through torch.distributed is planned). Use devices=1 "
-            "and strategy='auto'.")
-    if accelerator == "cpu":
-        return SingleDevice("cpu")
-    if accelerator == "mps":
-        return SingleDevice("mps")
-    return SingleDevice(torch.device("cuda", index))
-
-
-def _resolve_accelerator(accelerator: str) -> str:
-    if accelerator in ("auto", None):
-        if torch.cuda.is_available():
-            return "cuda"
-        return "cpu"
-    if accelerator in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"Trainer(accelerator={accelerator!r}) but no CUDA GPU is available on this "
-                             "machine; use accelerator='cpu' or 'auto'.")
-        return "cuda"
-    if accelerator == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError("Trainer(accelerator='mps') but MPS is not available; use 'cpu' or 'auto'.")
-        return "mps"
-    if accelerator == "cpu":
-        return "cpu"
-    raise ValueError(f"Trainer(accelerator={accelerator!r}) is not known; expected 'auto', 'cpu', 'gpu', "
-                     "'cuda' or 'mps'.")
-
-
-def _resolve_devices(devices: Any, accelerator: str) -> tuple[int, int]:
-    """(number of devices, index of the first)."""
-    if devices in ("auto", None):
-        return 1, 0
-    if isinstance(devices, str):
-        devices = [int(d) for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
-    if isinstance(devices, (list, tuple)):
-        if not devices:
-            raise ValueError("Trainer(devices=[]) selects no device; pass devices=1 or a list of indices.")
-        return len(devices), int(devices[0])
-    if isinstance(devices, int):
-        if devices == -1:
-            return (torch.cuda.device_count() if accelerator == "cuda" else 1), 0
-        if devices < 1:
-            raise ValueError(f"Trainer(devices={devices}) must be a positive count, -1 (all), or a list.")
-        return devices, 0
-    raise ValueError(f"Trainer(devices={devices!r}) is not understood; expected an int, a list of indices, "
-                     "or 'auto'.")

@@ -10,6 +10,7 @@ batch), and the search ends after `max_trials` trials.
 from __future__ import annotations
 
 import gc
+import logging
 from typing import Any
 
 import torch
@@ -23,6 +24,8 @@ METHODS = ("fit", "validate", "test", "predict")
 # cuBLAS and the CPU allocator do); torch.OutOfMemoryError is recognized by its type.
 OOM_MESSAGES = ("out of memory", "CUDNN_STATUS_NOT_SUPPORTED", "cuDNN error", "CUBLAS_STATUS_ALLOC_FAILED",
                 "can't allocate memory")
+
+log = logging.getLogger(__name__)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -86,7 +89,7 @@ def scale_batch_size(trainer: Any, model: Any, train_dataloaders: Any = None, va
             f"save it with save_hyperparameters) and read it in {method_loader(method)}(), or pass "
             "batch_arg_name='<name>'.")
     if init_val < 1:
-        print(f"scale_batch_size(init_val={init_val}): a batch size is at least 1; starting at 1.")
+        log.info(f"scale_batch_size(init_val={init_val}): a batch size is at least 1; starting at 1.")
         init_val = 1
 
     original = get_attribute(holders, batch_arg_name)
@@ -97,7 +100,7 @@ def scale_batch_size(trainer: Any, model: Any, train_dataloaders: Any = None, va
                                      steps_per_trial, init_val, max_trials)
     finally:
         set_attribute(holders, batch_arg_name, original if chosen is None else chosen)
-    print(f"scale_batch_size: {batch_arg_name}={chosen} ({reason}); set as {describe(holders)}.")
+    log.info(f"scale_batch_size: {batch_arg_name}={chosen} ({reason}); set as {describe(holders)}.")
     return chosen
 
 

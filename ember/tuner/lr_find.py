@@ -9,7 +9,9 @@ suggestion is the learning rate where the smoothed loss falls fastest.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from typing import Any, Mapping
 
 import torch
@@ -21,6 +23,8 @@ from ember.tuner.trial import (attribute_holders, describe, preserved, set_attri
 
 SMOOTHING = 0.98
 LR_NAMES = ("lr", "learning_rate")
+
+log = logging.getLogger(__name__)
 
 
 class LRFinder:
@@ -56,9 +60,10 @@ class LRFinder:
         end = len(losses) - skip_end
         points = [(i, losses[i]) for i in range(max(skip_begin, 0), end) if math.isfinite(losses[i])]
         if len(points) < 2:
-            print(f"lr_find: {len(points)} finite losses between skip_begin={skip_begin} and skip_end={skip_end} "
-                  f"(of {len(losses)} steps), too few for a suggestion. Raise num_training, lower skip_begin, "
-                  "or pass early_stop_threshold=None so the sweep runs all its steps.")
+            warnings.warn(f"lr_find: {len(points)} finite losses between skip_begin={skip_begin} and "
+                          f"skip_end={skip_end} (of {len(losses)} steps), too few for a suggestion. Raise "
+                          "num_training, lower skip_begin, or pass early_stop_threshold=None so the sweep runs all "
+                          "its steps.", stacklevel=2)
             self.optimal_index = None
             return None
         slopes = _gradient([loss for _, loss in points])
@@ -227,5 +232,5 @@ def lr_find(trainer: Any, model: Any, train_dataloaders: Any = None, val_dataloa
         lr = finder.suggestion()
         if lr is not None:
             set_attribute(holders, name, lr)
-            print(f"lr_find: learning rate set to {lr:.3g} ({describe(holders)}).")
+            log.info(f"lr_find: learning rate set to {lr:.3g} ({describe(holders)}).")
     return finder

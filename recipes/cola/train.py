@@ -5,6 +5,7 @@
     python -m recipes.cola.train -m model.lr=3e-5,5e-5 training.limit_train_batches=0.25
 """
 
+import logging
 import os
 
 import hydra
@@ -19,6 +20,8 @@ from recipes.cola.data import DataModule
 from recipes.cola.inference import ColaPredictor
 from recipes.cola.model import ColaModel
 
+log = logging.getLogger("recipes.cola")
+
 
 def make_logger(cfg):
     if cfg.logger == "tensorboard":
@@ -30,7 +33,7 @@ def make_logger(cfg):
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.2")
 def main(cfg):
-    print(OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     torch.set_num_threads(cfg.training.num_threads)
     pl.seed_everything(cfg.seed)
 
@@ -63,13 +66,14 @@ def main(cfg):
 
     # The numbers reported: the best checkpoint (lowest val_loss) on the whole validation split.
     metrics = trainer.validate(cola_model, datamodule=cola_data, ckpt_path="best")[0]
-    print(f"validation: MCC = {metrics['val_mcc']:.4f}, accuracy = {metrics['val_acc']:.4f}, loss = {metrics['val_loss']:.4f}")
+    log.info(f"validation: MCC = {metrics['val_mcc']:.4f}, accuracy = {metrics['val_acc']:.4f}, "
+             f"loss = {metrics['val_loss']:.4f}")
 
     best = os.path.abspath(checkpoint_callback.best_model_path)
     predictor = ColaPredictor(best)
-    print("The boy is sitting on the bench ->", predictor.predict("The boy is sitting on the bench"))
-    print(f"best checkpoint: {best}")
-    print(f"outputs: {os.getcwd()}")
+    log.info(f"The boy is sitting on the bench -> {predictor.predict('The boy is sitting on the bench')}")
+    log.info(f"best checkpoint: {best}")
+    log.info(f"outputs: {os.getcwd()}")
     return metrics["val_mcc"]
 
 

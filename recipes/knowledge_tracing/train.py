@@ -5,6 +5,7 @@
     python -m recipes.knowledge_tracing.train -m model.hidden_dim=100,200
 """
 
+import logging
 import os
 
 import hydra
@@ -17,10 +18,12 @@ from ember.lightning.loggers import TensorBoardLogger
 from recipes.knowledge_tracing.data import DktDataModule
 from recipes.knowledge_tracing.model import DktLightning
 
+log = logging.getLogger("recipes.knowledge_tracing")
+
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.2")
 def main(cfg):
-    print(OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     torch.set_num_threads(cfg.training.num_threads)
     pl.seed_everything(cfg.seed)
 
@@ -49,9 +52,9 @@ def main(cfg):
 
     # 04. Test the best checkpoint on the 2,000 held-out students
     results = trainer.test(model, datamodule=dm, ckpt_path="best")[0]
-    print(f"test AUC = {results['test_auc']:.4f}, test accuracy = {results['test_acc']:.4f}")
-    print(f"best checkpoint: {os.path.abspath(trainer.checkpoint_callback.best_model_path)}")
-    print(f"outputs: {os.getcwd()}")
+    log.info(f"test AUC = {results['test_auc']:.4f}, test accuracy = {results['test_acc']:.4f}")
+    log.info(f"best checkpoint: {os.path.abspath(trainer.checkpoint_callback.best_model_path)}")
+    log.info(f"outputs: {os.getcwd()}")
     return results["test_auc"]
 
 

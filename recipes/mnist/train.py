@@ -2,19 +2,23 @@
 
     python -m recipes.mnist.train [--max-epochs 6] [--root runs/mnist] [--resume]
 
-Prints the test accuracy and where the logs and the best checkpoint are.
+Reports (through `logging`, on stdout unless the caller configured logging) the test accuracy, the
+training time and where the logs and the checkpoints are.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 import time
-
 
 import ember
 from ember.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from recipes.mnist.data import MNISTDataModule
 from recipes.mnist.model import DigitClassifier
+
+log = logging.getLogger("recipes.mnist")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -25,6 +29,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint under --root")
     args = parser.parse_args(argv)
+    # plain lines on stdout, as print would; does nothing when the caller has configured logging
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
     ember.seed_everything(args.seed)
     data = MNISTDataModule(batch_size=args.batch_size, seed=args.seed)
@@ -42,13 +48,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     fit_seconds = time.perf_counter() - start
     results = trainer.test(datamodule=data, ckpt_path="best", verbose=False)[0]
 
-    print()
-    print(f"test accuracy   {results['test_acc']:.4f}  (10,000 MNIST test images)")
-    print(f"test loss       {results['test_loss']:.4f}")
-    print(f"training time   {fit_seconds:.0f} s for {trainer.current_epoch} epochs")
-    print(f"logs            {trainer.log_dir}  (metrics.csv, hparams.yaml)")
-    print(f"best checkpoint {checkpoint.best_model_path}")
-    print(f"last checkpoint {checkpoint.last_model_path}")
+    log.info(f"\ntest accuracy   {results['test_acc']:.4f}  (10,000 MNIST test images)")
+    log.info(f"test loss       {results['test_loss']:.4f}")
+    log.info(f"training time   {fit_seconds:.0f} s for {trainer.current_epoch} epochs")
+    log.info(f"logs            {trainer.log_dir}  (metrics.csv, hparams.yaml)")
+    log.info(f"best checkpoint {checkpoint.best_model_path}")
+    log.info(f"last checkpoint {checkpoint.last_model_path}")
     return results
 
 

@@ -5,6 +5,7 @@
     python -m recipes.mnist_autoencoder.train -m model.lr=1e-3,3e-3
 """
 
+import logging
 import os
 
 import hydra
@@ -18,10 +19,12 @@ from recipes.mnist_autoencoder.callbacks import ReconstructionPlotter
 from recipes.mnist_autoencoder.data import MNISTDataModule
 from recipes.mnist_autoencoder.model import LitAutoEncoder
 
+log = logging.getLogger("recipes.mnist_autoencoder")
+
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.2")
 def main(cfg):
-    print(OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     os.environ.setdefault("WANDB_MODE", "offline")
     torch.set_num_threads(cfg.training.num_threads)
     pl.seed_everything(cfg.seed)
@@ -52,9 +55,9 @@ def main(cfg):
     trainer.fit(model, datamodule=dm)
 
     val_loss = trainer.callback_metrics["val_loss"].item()
-    print(f"val_loss (MSE on the 10k test images) = {val_loss:.5f}")
-    print(f"best checkpoint: {os.path.abspath(trainer.checkpoint_callback.best_model_path)}")
-    print(f"outputs: {os.getcwd()}")
+    log.info(f"val_loss (MSE on the 10k test images) = {val_loss:.5f}")
+    log.info(f"best checkpoint: {os.path.abspath(trainer.checkpoint_callback.best_model_path)}")
+    log.info(f"outputs: {os.getcwd()}")
     return val_loss
 
 

@@ -6,6 +6,7 @@
 """
 
 import argparse
+import logging
 import os
 
 import hydra
@@ -17,10 +18,12 @@ from ember.lightning.callbacks import EarlyStopping, ModelCheckpoint
 from recipes.question_generation.data import DataModule, WordTokenizer, read_squad
 from recipes.question_generation.model import Model
 
+log = logging.getLogger("recipes.question_generation")
+
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.2")
 def main(cfg):
-    print(OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     torch.set_num_threads(cfg.training.num_threads)
     pl.seed_everything(cfg.seed)
 
@@ -71,7 +74,7 @@ def main(cfg):
         max_trials=cfg.training.scale_batch_size.max_trials,
         steps_per_trial=cfg.training.scale_batch_size.steps_per_trial,
     )
-    print(f"batch size found by the tuner: {new_batch_size}")
+    log.info(f"batch size found by the tuner: {new_batch_size}")
     model.hparams.batch_size = new_batch_size
     trainer.fit(model, datamodule=dm)
 
@@ -79,7 +82,7 @@ def main(cfg):
     last_model_path = trainer.checkpoint_callback.last_model_path
     best_model_path = trainer.checkpoint_callback.best_model_path
     _use_model_path = last_model_path if best_model_path == "" else best_model_path
-    print("use checkpoint:", _use_model_path)
+    log.info(f"use checkpoint: {_use_model_path}")
 
     # run_test
     results = trainer.test(
@@ -87,10 +90,10 @@ def main(cfg):
         datamodule=dm,
         ckpt_path=_use_model_path,
     )[0]
-    print(f"test: loss = {results['test_loss']:.4f} (perplexity {torch.tensor(results['test_loss']).exp():.1f}), "
-          f"BLEU-4 = {results['test_bleu4']:.2f}")
-    print(f"generated questions: {os.path.abspath(args.predictions_file)}")
-    print(f"outputs: {os.getcwd()}")
+    log.info(f"test: loss = {results['test_loss']:.4f} (perplexity {torch.tensor(results['test_loss']).exp():.1f}), "
+             f"BLEU-4 = {results['test_bleu4']:.2f}")
+    log.info(f"generated questions: {os.path.abspath(args.predictions_file)}")
+    log.info(f"outputs: {os.getcwd()}")
     return results["test_loss"]
 
 

@@ -1,9 +1,14 @@
-"""`lightning.pytorch.callbacks` names."""
+"""`lightning.pytorch.callbacks` names. Those ember lacks raise NotSupportedError with the reason."""
 
-from ember.callbacks import (Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, ModelSummary,
-                             ProgressBar)
+from ember.callbacks import (BackboneFinetuning, BaseFinetuning, BatchSizeFinder, Callback, DeviceStatsMonitor,
+                             EarlyStopping, GradientAccumulationScheduler, LambdaCallback, LearningRateFinder,
+                             LearningRateMonitor, ModelCheckpoint, ModelSummary, OnExceptionCheckpoint, ProgressBar,
+                             RichModelSummary, RichProgressBar, StochasticWeightAveraging, Timer, TQDMProgressBar)
+from ember.lightning.not_supported import module_getattr
 
-TQDMProgressBar = ProgressBar
+__getattr__ = module_getattr("ember.lightning.callbacks")
 
-__all__ = ["Callback", "EarlyStopping", "LearningRateMonitor", "ModelCheckpoint", "ModelSummary", "ProgressBar",
-           "TQDMProgressBar"]
+__all__ = ["BackboneFinetuning", "BaseFinetuning", "BatchSizeFinder", "Callback", "DeviceStatsMonitor",
+           "EarlyStopping", "GradientAccumulationScheduler", "LambdaCallback", "LearningRateFinder",
+           "LearningRateMonitor", "ModelCheckpoint", "ModelSummary", "OnExceptionCheckpoint", "ProgressBar",
+           "RichModelSummary", "RichProgressBar", "StochasticWeightAveraging", "TQDMProgressBar", "Timer"]

@@ -1,0 +1,167 @@
+"""`ember fit | validate | test | predict`: Hydra apps over ember's packaged config groups.
+
+The task below is what one run (or one trial of a sweep) does, read top to bottom: check the config,
+skip a finished sweep trial, pick the checkpoint to resume, build the objects, run the stage, write
+run.json. The Trainer never sees the config.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ember.experiment import runs
+from ember.experiment.instantiate import ConfigError, build, check_config, config_package
+
+log = logging.getLogger("ember.experiment")
+STAGES = ("fit", "validate", "test", "predict")
+CONFIG_MODULE = "ember.experiment.configs"
+CONFIG_NAME = "ember"
+
+if not OmegaConf.has_resolver("ember_short_id"):
+    # cached: the run folder's name is resolved once and copied into every job of a sweep
+    OmegaConf.register_new_resolver("ember_short_id", runs.short_id, use_cache=True)
+
+
+def user_config_dirs() -> list[str]:
+    """The folders given with -cd/--config-dir (Hydra's command-line config source)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    sources = HydraConfig.get().runtime.config_sources
+    return [s.path for s in sources if s.provider == "command-line" and s.schema == "file"]
+
+
+def importable(config_dirs: list[str]) -> list[str]:
+    """Put the folder above each config folder's package on sys.path; return the packages allowed by it."""
+    packages = []
+    for config_dir in config_dirs:
+        package = config_package(config_dir)
+        root = Path(config_dir).resolve().parent
+        if package is not None:
+            packages.append(package)
+            while (root / "__init__.py").exists():
+                root = root.parent
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+    return packages
+
+
+def objective(trainer: Any, monitor: str | None) -> float | None:
+    """The monitored metric of the best checkpoint, else its last logged value."""
+    checkpoint = getattr(trainer, "checkpoint_callback", None)
+    score = getattr(checkpoint, "best_model_score", None) if checkpoint is not None else None
+    if score is None and monitor:
+        score = trainer.callback_metrics.get(monitor)
+    return None if score is None else float(score)
+
+
+def run_task(stage: str, cfg: DictConfig) -> float | None:
+    """One run: returns the objective (None when a sweep trial failed)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    allowed = importable(user_config_dirs())
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        check_config(plain, allowed)
+    except ConfigError as err:
+        if not in_sweep:
+            # nothing ran: leave no half-made run folder behind
+            runs.remove_run_folder(output_dir, hydra_cfg.runtime.cwd)
+        print(f"ember {stage}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    record = runs.RunRecord(output_dir)
+    if in_sweep and record.status == "done":
+        log.info(f"trial {hydra_cfg.job.num} is done already ({output_dir}); skipped")
+        return record.metric
+    ckpt_path = plain.get("ckpt_path")
+    cfg_hash = runs.config_hash(OmegaConf.to_container(cfg, resolve=False))  # run folders differ, not the config
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if in_sweep and last.exists() and stage == "fit":
+        ckpt_path = str(last)  # an interrupted trial resumes where it stopped
+        log.info(f"trial {hydra_cfg.job.num} resumes from {last}")
+    elif ckpt_path == "auto":
+        found = runs.newest_resumable(output_dir.parent.parent, cfg_hash, exclude=output_dir)
+        ckpt_path = str(found) if found is not None else None
+        log.info(f"ckpt_path=auto: {'resuming from ' + ckpt_path if ckpt_path else 'no earlier run of this config'}")
+    record.start(stage, cfg_hash, list(hydra_cfg.overrides.task), ckpt_path)
+    try:
+        trainer, module, datamodule = build(cfg, output_dir, allowed)
+        if stage == "fit":
+            record.count_fit()
+        result = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        metric = objective(trainer, plain.get("monitor")) if stage == "fit" else _first_metric(result, plain)
+        if stage == "predict":
+            _save_predictions(result, output_dir)
+    except Exception as err:
+        record.fail(err)
+        if not in_sweep:
+            raise
+        log.error(f"trial {hydra_cfg.job.num} failed: {type(err).__name__}: {err} "
+                  f"(traceback in {output_dir / runs.TRACEBACK_FILE})")
+        return None
+    record.finish(metric, plain.get("monitor"))
+    log.info(f"{stage} done: {plain.get('monitor')}={metric} ({output_dir})")
+    return metric
+
+
+def _first_metric(result: Any, plain: dict[str, Any]) -> float | None:
+    """validate/test: the monitored key of the first dataloader's results, else its first value."""
+    if not result or not isinstance(result, list) or not isinstance(result[0], dict) or not result[0]:
+        return None
+    values = result[0]
+    monitor = plain.get("monitor")
+    for key in (monitor, str(monitor).replace("val_", "test_")):
+        if key in values:
+            return float(values[key])
+    return float(next(iter(values.values())))
+
+
+def _save_predictions(predictions: Any, output_dir: Path) -> None:
+    import torch
+
+    torch.save(predictions, output_dir / "predictions.pt")
+
+
+def hydra_app(stage: str):
+    """The Hydra main of one stage."""
+    import hydra
+
+    task = functools.partial(run_task, stage)
+    functools.update_wrapper(task, run_task)
+    return hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME)(task)
+
+
+def main(stage: str, argv: list[str]) -> int:
+    """`ember <stage> ARGS`: returns the exit code (1 when trials of a sweep failed)."""
+    from ember.experiment import sweeps
+
+    if not any(a in ("-cd", "--config-dir") or a.startswith("--config-dir=") for a in argv):
+        if Path("configs").is_dir():  # a configs/ folder beside the command is the user's config folder
+            argv = ["--config-dir", str(Path("configs").resolve()), *argv]
+    os.environ["EMBER_COMMAND"] = " ".join(["ember", stage, *argv])  # for run.json, also in launcher workers
+    saved = sys.argv
+    os.environ["EMBER_JOB_NAME"] = f"ember_{stage}"  # hydra.job.name: the log file ember_<stage>.log
+    sys.argv = [f"ember {stage}", *argv]
+    sweeps.LAST_SUMMARY.clear()
+    try:
+        hydra_app(stage)()
+    finally:
+        sys.argv = saved
+    failed = sweeps.LAST_SUMMARY.get("failed", 0)
+    if failed:
+        total = sweeps.LAST_SUMMARY.get("total", 0)
+        print(f"ember {stage}: {failed} of {total} trials failed; their tracebacks are in their folders "
+              f"({sweeps.LAST_SUMMARY.get('dir')})", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,5 @@
+"""`lightning.pytorch.callbacks.lambda_function`."""
+
+from ember.callbacks.lambda_callback import LambdaCallback
+
+__all__ = ["LambdaCallback"]

@@ -1,0 +1,188 @@
+"""DDP on torch.distributed, with real processes (gloo on the CPU, one torch thread each): the result of
+one process, exact resume, one set of files, and failures that end every rank in bounded time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import ember
+
+HERE = Path(__file__).resolve().parent
+JOB = HERE / "ddp_job.py"
+
+
+def run_job(root: Path, *args: str, launcher: list[str] | None = None, timeout: float = 240) -> tuple[int, str, float]:
+    """Run the job (and whatever it starts); (return code, output, seconds). Every process it reported is
+    gone when this returns, or the test fails."""
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "OMP_NUM_THREADS": "1"}
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None), env.pop("LOCAL_RANK", None)
+    command = (launcher or [sys.executable]) + [str(JOB), str(root), *args]
+    start = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    seconds = time.monotonic() - start
+    pids = [int(line.split()[2]) for line in output.splitlines() if line.startswith("pid ")]
+    time.sleep(0.5)
+    left = [pid for pid in pids if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left behind: {left}\n{output[-3000:]}"
+    return process.returncode, output, seconds
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) is not running
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def result(root: Path, rank: int = 0) -> dict:
+    return json.loads((root / f"result-rank{rank}.json").read_text())
+
+
+def weights(root: Path) -> dict[str, torch.Tensor]:
+    return torch.load(root / "weights.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one")
+    code, output, _ = run_job(root, "--devices", "1", "--batch", "16")
+    assert code == 0, output[-3000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two")
+    code, output, _ = run_job(root, "--devices", "2", "--batch", "8")
+    assert code == 0, output[-3000:]
+    return root
+
+
+def test_two_ranks_of_batch_8_give_one_process_of_batch_16(one_process, two_ranks):
+    one, two = weights(one_process), weights(two_ranks)
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-6
+    single, first, second = result(one_process), result(two_ranks, 0), result(two_ranks, 1)
+    assert first["world_size"] == second["world_size"] == 2
+    assert single["global_step"] == first["global_step"] == second["global_step"] == 8
+    assert first["threads"] == second["threads"] == 1  # one torch thread per rank on 2 shared cores
+    for name in ("train_loss_epoch", "seen", "val_seen"):  # sync_dist epoch values: the one-process ones
+        assert first["metrics"][name] == pytest.approx(single["metrics"][name], abs=1e-6), name
+        assert second["metrics"][name] == first["metrics"][name]
+    assert first["metrics"]["seen"] == 64  # reduce_fx="sum" over both ranks, not multiplied by 2
+    assert first["metrics"]["rank_max"] == 1.0
+
+
+def test_rank_zero_alone_writes_one_logger_version_and_one_checkpoint_folder(two_ranks):
+    assert sorted(p.name for p in (two_ranks / "ember_logs").iterdir()) == ["version_0"]
+    assert result(two_ranks, 1)["log_dir"] == result(two_ranks, 0)["log_dir"]
+    assert sorted(p.name for p in (two_ranks / "checkpoints").iterdir()) == ["epoch=1-step=8.ckpt", "last.ckpt"]
+    rows = (two_ranks / "ember_logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    steps = [r.split(",")[0] for r in rows[1:] if r.split(",")[1]]
+    assert steps == [str(s) for s in range(8)]  # each training step once, not once per rank
+
+
+def test_torchrun_starts_the_same_run(two_ranks, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={port}"]
+    code, output, _ = run_job(tmp_path, "--devices", "2", "--batch", "8", launcher=launcher)
+    assert code == 0, output[-3000:]
+    one, two = weights(two_ranks), weights(tmp_path)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert result(tmp_path, 1)["world_size"] == 2
+
+
+def test_a_checkpoint_of_two_ranks_loads_into_one_process(two_ranks, tmp_path):
+    sys.path.insert(0, str(HERE))
+    from ddp_job import Net, data
+
+    saved = ember.checkpoint.load_checkpoint(two_ranks / "checkpoints" / "last.ckpt")
+    assert not any(k.startswith("module.") for k in saved["state_dict"])
+    model = Net()
+    model.load_state_dict(saved["state_dict"])
+    trainer = ember.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False)
+    loader = torch.utils.data.DataLoader(data(20), batch_size=4)
+    metrics = trainer.validate(model, loader, ckpt_path=two_ranks / "checkpoints" / "last.ckpt", verbose=False)
+    assert metrics[0]["val_seen"] == 20
+
+
+@pytest.mark.parametrize("fail", ["raise", "kill"])
+def test_a_failing_rank_ends_every_rank_quickly(tmp_path, fail):
+    code, output, seconds = run_job(tmp_path, "--fail", fail, "--fail-rank", "1", "--fail-step", "3")
+    assert code != 0
+    assert "rank 1 stopped answering" in output
+    if fail == "raise":
+        assert output.count("ValueError: planned failure on rank 1 at step 3") == 1  # its traceback, once
+        assert "[rank 1] Traceback" in output
+    assert seconds < 90, seconds  # process start included; the failure itself ends them in seconds
+
+
+@pytest.mark.slow  # waits out its 20 s timeout by design
+def test_a_stalled_rank_ends_every_rank_after_the_timeout(tmp_path):
+    code, output, seconds = run_job(tmp_path, "--fail", "sleep", "--fail-rank", "1", "--fail-step", "3",
+                                    "--timeout", "20")
+    assert code != 0
+    assert "rank 1 stopped answering" in output and "timeout of 20 s" in output
+    assert seconds < 120, seconds
+
+
+def test_both_ranks_killed_mid_epoch_resume_exactly(tmp_path):
+    whole = tmp_path / "whole"
+    code, output, _ = run_job(whole, "--shuffle", "--epochs", "3")
+    assert code == 0, output[-3000:]
+    run = tmp_path / "run"
+    code, output, _ = run_job(run, "--shuffle", "--epochs", "3", "--kill-step", "6")  # epoch 1, batch 2 of 4
+    assert code != 0 and not (run / "weights.pt").exists()
+    code, output, _ = run_job(run, "--shuffle", "--epochs", "3", "--resume")
+    assert code == 0, output[-3000:]
+    one, two = weights(whole), weights(run)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert result(run, 1)["global_step"] == result(whole, 1)["global_step"] == 12
+    assert result(run, 0)["metrics"]["train_loss_epoch"] == result(whole, 0)["metrics"]["train_loss_epoch"]
+
+
+def test_early_stopping_seen_by_one_rank_stops_both_at_the_same_step(tmp_path):
+    code, output, _ = run_job(tmp_path, "--stop-rank", "1", "--epochs", "5")
+    assert code == 0, output[-3000:]
+    first, second = result(tmp_path, 0), result(tmp_path, 1)
+    assert first["global_step"] == second["global_step"] < 5 * 4
+
+
+def test_a_hydra_sweep_of_ddp_jobs_makes_one_run_folder_per_job(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "OMP_NUM_THREADS": "1"}
+    sweep = tmp_path / "multirun"
+    done = subprocess.run([sys.executable, str(HERE / "ddp_hydra_job.py"), "-m", "+batch=4,8",
+                           f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun"]  # no folder of another rank
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    for job in ("0", "1"):
+        assert (sweep / job / ".hydra").is_dir()
+        assert sorted(p.name for p in (sweep / job / "ember_logs").iterdir()) == ["version_0"]
+        assert done.stdout.count(f"done in {sweep / job}") == 2  # both ranks ran this job
