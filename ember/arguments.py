@@ -7,11 +7,14 @@ what was given, what was expected, and the fix.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
+import warnings
 from datetime import timedelta
 from typing import Any, Iterable, Mapping
 
 from ember.callbacks.base import Callback
+from ember.plain import omegaconf_kind
 
 # Lightning 1.x arguments that 2.x removed, and what replaced them.
 REMOVED_ARGUMENTS = {
@@ -43,13 +46,24 @@ REMOVED_ARGUMENTS = {
 }
 
 
-def build_loggers(logger: Any, root: str) -> list[Any]:
+def build_loggers(logger: Any, root: str, default: str = "ember") -> list[Any]:
+    """The loggers of `Trainer(logger=...)`. True or None gives the default: ember's is a CSVLogger under
+    `ember_logs/`; Lightning's (`default="lightning"`, for `ember.lightning.Trainer`) a TensorBoardLogger
+    under `lightning_logs/` when tensorboard is installed, else a CSVLogger there."""
     from ember.loggers.base import Logger
 
     if logger is None or logger is True:
         from ember.loggers.csv import CSVLogger
 
-        return [CSVLogger(root, name="ember_logs")]
+        if default == "ember":
+            return [CSVLogger(root, name="ember_logs")]
+        if importlib.util.find_spec("tensorboard") is not None:
+            from ember.loggers.tensorboard import TensorBoardLogger
+
+            return [TensorBoardLogger(root, name="lightning_logs")]
+        warnings.warn("Trainer(logger=True) logs to a CSVLogger under lightning_logs/: Lightning's default, "
+                      "TensorBoard, is not installed (pip install 'ember[tensorboard]').", stacklevel=4)
+        return [CSVLogger(root, name="lightning_logs")]
     if logger is False:
         return []
     loggers = as_list(logger)
@@ -91,11 +105,25 @@ def ordered_callbacks(callbacks: list[Callback]) -> list[Callback]:
         [c for c in callbacks if isinstance(c, ModelCheckpoint)]
 
 
+def split_judges(callbacks: list[Callback]) -> tuple[list[Callback], list[Callback]]:
+    """(the other callbacks, EarlyStopping and ModelCheckpoint callbacks): at the end of a training epoch
+    the module's hook runs between the two (Lightning's order), so what it logs there is judged."""
+    from ember.callbacks.early_stopping import EarlyStopping
+    from ember.callbacks.model_checkpoint import ModelCheckpoint
+
+    judges = [c for c in callbacks if isinstance(c, (EarlyStopping, ModelCheckpoint))]
+    return [c for c in callbacks if c not in judges], judges
+
+
 def as_list(value: Any) -> list[Any]:
+    """One object or several as a list: a list, tuple, or OmegaConf ListConfig (what Hydra's `instantiate`
+    passes for a list), or the values of a dict or DictConfig (a config group of named callbacks)."""
     if value is None:
         return []
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) or omegaconf_kind(value) == "ListConfig":
         return list(value)
+    if isinstance(value, Mapping) or omegaconf_kind(value) == "DictConfig":
+        return list(value.values())
     return [value]
 
 
@@ -177,6 +205,17 @@ def check_sources(model: Any, loaders: Any, datamodule: Any, stage: str, argumen
     if datamodule is not None and not isinstance(datamodule, datamodule_class):
         raise TypeError(f"trainer.{stage}(datamodule=...) expects an ember.DataModule, got "
                         f"{type(datamodule).__name__}.")
+    step = STEPS[stage]
+    own = step in vars(model) or getattr(type(model), step, None) is not getattr(module_class, step)
+    if getattr(model, step, None) is None or (stage != "predict" and not own):
+        state = "None" if getattr(model, step, None) is None else "not defined"
+        raise ValueError(f"trainer.{stage}() runs {type(model).__name__}.{step}(batch, batch_idx), which is "
+                         f"{state}. Define it{', returning the loss' if stage == 'fit' else ''}, or call another "
+                         "stage. (Setting a step to None switches its loop off inside fit only.)")
+
+
+# the step each entry point runs
+STEPS = {"fit": "training_step", "validate": "validation_step", "test": "test_step", "predict": "predict_step"}
 
 
 def merge_callbacks(trainer_callbacks: list[Callback], model_callbacks: list[Callback]) -> list[Callback]:

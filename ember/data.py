@@ -19,6 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSa
 
 from ember.arguments import limited
 from ember.hparams import HyperparametersMixin
+from ember.overfit import in_dataset_order
 
 
 class DataModule(HyperparametersMixin):
@@ -392,7 +393,7 @@ class DataConnector:
         trainer = self.trainer
         if loaders is None:
             source = trainer.datamodule if trainer.datamodule is not None else trainer.lightning_module
-            if not hasattr(source, "train_dataloader"):
+            if getattr(source, "train_dataloader", None) is None:
                 raise ValueError("trainer.fit() found no training data: pass train_dataloaders, a datamodule, "
                                  "or define train_dataloader() on the model.")
             loaders = source.train_dataloader()
@@ -400,6 +401,8 @@ class DataConnector:
             raise TypeError("trainer.fit(train_dataloaders=...) takes one DataLoader; combine several into one "
                             "dataset or loader.")
         as_loader_list(loaders, "train_dataloaders")
+        if trainer.overfit_batches:
+            loaders = in_dataset_order(loaders, "training", rebuild_loader)
         loader = trainer.strategy.prepare_train_loader(loaders, seed)
         rank, replicas = trainer.strategy.shard()
         loader, self.train_resumable = make_resumable(loader, seed, rank, replicas)
@@ -427,9 +430,11 @@ class DataConnector:
             if loaders is None and stage != "validate":
                 raise ValueError(f"trainer.{stage}() found no data: pass dataloaders=..., a datamodule, or "
                                  f"define {method}() on the model or datamodule.")
+        loaders = as_loader_list(loaders, f"{stage} dataloaders")
+        if trainer.overfit_batches and stage == "validate" and trainer.state == "fit":
+            loaders = [in_dataset_order(lo, "validation", rebuild_loader) for lo in loaders]
         rank, replicas = trainer.strategy.shard()
-        loaders = [_quiet_generator(_shard_eval(lo, rank, replicas))
-                   for lo in as_loader_list(loaders, f"{stage} dataloaders")]
+        loaders = [_quiet_generator(_shard_eval(lo, rank, replicas)) for lo in loaders]
         name = {"validate": "limit_val_batches", "test": "limit_test_batches",
                 "predict": "limit_predict_batches"}[stage]
         limit = getattr(trainer, name)

@@ -6,6 +6,7 @@ the run (callbacks, the log collector, precision, batch transfer, the loggers) i
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -28,50 +29,88 @@ class EvalContext:
     logs: "LogCollector"
     precision: "Precision"
     to_device: Callable[[Any, int], Any]
-    send_to_loggers: Callable[[Mapping[str, torch.Tensor]], None]
+    send_to_loggers: Callable[..., None]
+    hooks: Mapping[str, "EvalHooks"]  # per stage, made when the stage's dataloaders are connected
 
 
-class _EvalHooks:
-    """The hooks of the validation or the test loop, looked up once by their names."""
+class EvalHooks:
+    """The hooks of the validation, test or predict loop, looked up once when the stage's dataloaders are
+    connected, with the step called as its signature asks (`validation_step(batch)` gets the batch alone;
+    `dataloader_idx` is passed when there are several dataloaders, as in Lightning).
 
-    def __init__(self, stage: str, callbacks: "CallbackList", model: Any):
-        if stage == "validate":
-            self.start, self.model_start = callbacks.on_validation_start, model.on_validation_start
-            self.epoch_start, self.model_epoch_start = (callbacks.on_validation_epoch_start,
-                                                        model.on_validation_epoch_start)
-            self.batch_start, self.model_batch_start = (callbacks.on_validation_batch_start,
-                                                        model.on_validation_batch_start)
-            self.step = model.validation_step
-            self.batch_end, self.model_batch_end = callbacks.on_validation_batch_end, model.on_validation_batch_end
-            self.epoch_end, self.model_epoch_end = callbacks.on_validation_epoch_end, model.on_validation_epoch_end
-            self.end, self.model_end = callbacks.on_validation_end, model.on_validation_end
-            word = "validation"
-        else:
-            self.start, self.model_start = callbacks.on_test_start, model.on_test_start
-            self.epoch_start, self.model_epoch_start = callbacks.on_test_epoch_start, model.on_test_epoch_start
-            self.batch_start, self.model_batch_start = callbacks.on_test_batch_start, model.on_test_batch_start
-            self.step = model.test_step
-            self.batch_end, self.model_batch_end = callbacks.on_test_batch_end, model.on_test_batch_end
-            self.epoch_end, self.model_epoch_end = callbacks.on_test_epoch_end, model.on_test_epoch_end
-            self.end, self.model_end = callbacks.on_test_end, model.on_test_end
-            word = "test"
+    Args:
+        stage: 'validate', 'test' or 'predict'.
+        callbacks: the run's callback list.
+        model: the Module.
+        loaders: how many dataloaders the stage has (the step's signature is checked only when it will run).
+    """
+
+    def __init__(self, stage: str, callbacks: "CallbackList", model: Any, loaders: int):
+        from ember.module import Module, overrides
+
+        word = {"validate": "validation", "test": "test", "predict": "predict"}[stage]
         self.names = {hook: f"on_{word}_{hook}" for hook in ("start", "epoch_start", "batch_start", "batch_end",
                                                               "epoch_end", "end")}
-        self.names["step"] = f"{word}_step"
+        self.names["step"] = "validation_step" if stage == "validate" else f"{word}_step"
+        for hook, name in self.names.items():
+            if hook != "step":
+                setattr(self, hook, getattr(callbacks, name))
+                setattr(self, f"model_{hook}", getattr(model, name))
+        self.model_eval = getattr(model, f"on_{word}_model_eval")
+        # at the end, the modes recorded at the start are put back, unless the Module overrides the hook
+        train = f"on_{word}_model_train"
+        self.model_train = getattr(model, train) if stage != "predict" and overrides(model, Module, train) else None
+        self.step = step_call(model, self.names["step"], loaders > 1) if loaders else None
+
+
+def step_call(model: Any, name: str, several: bool) -> Callable[..., Any] | None:
+    """`model.<name>` as the loop calls it, `(batch, batch_idx, *dataloader_idx)`, adapted to a step that
+    takes no batch_idx; None when the step is None (the loop is switched off). Checks the dataloader_idx
+    argument against the number of dataloaders."""
+    from ember.module import accepts
+
+    step = getattr(model, name, None)
+    if step is None:
+        return None
+    cls = type(model).__name__
+    params = inspect.signature(step).parameters
+    if several and not accepts(step, "dataloader_idx"):
+        raise TypeError(f"There are several dataloaders, but {cls}.{name}() has no dataloader_idx argument to "
+                        "tell them apart. Add it to the signature: "
+                        f"def {name}(self, batch, batch_idx, dataloader_idx=0).")
+    if not several and "dataloader_idx" in params and params["dataloader_idx"].default is inspect.Parameter.empty:
+        raise TypeError(f"There is one dataloader, but {cls}.{name}() requires a dataloader_idx argument, which "
+                        "is passed only with several. Give it a default: dataloader_idx=0.")
+    if accepts(step, "batch_idx", min_args=2):
+        return step
+    return lambda batch, batch_idx, *dataloader_idx: step(batch, *dataloader_idx)
+
+
+def _module_modes(model: torch.nn.Module) -> list[tuple[torch.nn.Module, bool]]:
+    return [(module, module.training) for module in model.modules()]
+
+
+def _put_back(modes: list[tuple[torch.nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
 
 
 def evaluation_loop(trainer: Any, stage: str, run: EvalContext) -> list[dict[str, float]]:
     """One pass over the validation or test dataloaders; returns the epoch metrics per dataloader."""
     model, callbacks, logs = trainer.lightning_module, run.callbacks, run.logs
-    hooks = _EvalHooks(stage, callbacks, model)
+    hooks = run.hooks[stage]
     names = hooks.names
     loaders = trainer.val_dataloaders if stage == "validate" else trainer.test_dataloaders
     limits = trainer.num_val_batches if stage == "validate" else trainer.num_test_batches
-    if trainer.sanity_checking:
-        sanity = trainer.num_sanity_val_steps
-        limits = [min(n, sanity if sanity >= 0 else math.inf) for n in limits]
-    was_training = model.training
-    model.eval()
+    sanity = trainer.sanity_checking
+    if sanity:
+        limits = [min(n, trainer.num_sanity_val_steps if trainer.num_sanity_val_steps >= 0 else math.inf)
+                  for n in limits]
+    # the logger step of on_step values: validation batches counted across the fit, as Lightning counts them
+    log_steps = trainer.fit_state.validation_log_steps if stage == "validate" and trainer.training else []
+    log_steps.extend([0] * (len(loaders) - len(log_steps)))
+    modes = _module_modes(model)
+    hooks.model_eval()
     logs.use("eval")
     logs.reset_stage()
     with logs.in_hook(names["start"]):
@@ -98,12 +137,17 @@ def evaluation_loop(trainer: Any, stage: str, run: EvalContext) -> list[dict[str
                 with logs.in_hook(names["batch_end"]):
                     hooks.batch_end(trainer, model, outputs, batch, batch_idx, *extra)
                     hooks.model_batch_end(outputs, batch, batch_idx, *extra)
-        logs.dataloader_idx = None
+                step_values = logs.pop_step_values(sync=False)
+                if not sanity:
+                    if step_values:  # the user logged with on_step=True: a logger row per batch
+                        run.send_to_loggers(step_values, step=log_steps[dataloader_idx], eval_batch=True)
+                    log_steps[dataloader_idx] += 1
+        logs.dataloader_idx, logs.batch = None, None  # epoch hooks log outside any batch
         with logs.in_hook(names["epoch_end"]):
             hooks.epoch_end(trainer, model)
             hooks.model_epoch_end()
     metrics = logs.end_epoch()
-    if not trainer.sanity_checking:
+    if not sanity:
         run.send_to_loggers(metrics)
     if stage == "validate" and trainer.training:
         # the validation is complete (metrics logged): a checkpoint written in on_validation_end resumes
@@ -112,8 +156,11 @@ def evaluation_loop(trainer: Any, stage: str, run: EvalContext) -> list[dict[str
     with logs.in_hook(names["end"]):
         hooks.end(trainer, model)
         hooks.model_end()
-    model.train(was_training)
-    return split_by_dataloader(metrics, len(loaders))
+    if hooks.model_train is not None:
+        hooks.model_train()
+    else:
+        _put_back(modes)
+    return split_by_dataloader(metrics, len(loaders), logs.dataloader_of)
 
 
 def sanity_check(trainer: Any, run: EvalContext) -> None:
@@ -133,7 +180,9 @@ def sanity_check(trainer: Any, run: EvalContext) -> None:
 def predict_loop(trainer: Any, keep: bool, run: EvalContext) -> list[list[Any]]:
     """One pass over the predict dataloaders; returns the outputs per dataloader (kept if `keep`)."""
     model, callbacks = trainer.lightning_module, run.callbacks
-    model.eval()
+    hooks = run.hooks["predict"]
+    modes = _module_modes(model)
+    hooks.model_eval()
     callbacks.on_predict_start(trainer, model)
     model.on_predict_start()
     callbacks.on_predict_epoch_start(trainer, model)
@@ -151,7 +200,7 @@ def predict_loop(trainer: Any, keep: bool, run: EvalContext) -> list[list[Any]]:
                 callbacks.on_predict_batch_start(trainer, model, batch, batch_idx, *extra)
                 model.on_predict_batch_start(batch, batch_idx, *extra)
                 with run.precision.forward_context():
-                    output = model.predict_step(batch, batch_idx, *extra)
+                    output = hooks.step(batch, batch_idx, *extra)
                 callbacks.on_predict_batch_end(trainer, model, output, batch, batch_idx, *extra)
                 model.on_predict_batch_end(output, batch, batch_idx, *extra)
                 if keep:
@@ -161,17 +210,16 @@ def predict_loop(trainer: Any, keep: bool, run: EvalContext) -> list[list[Any]]:
     model.on_predict_epoch_end()
     callbacks.on_predict_end(trainer, model)
     model.on_predict_end()
+    _put_back(modes)
     return outputs_per_loader
 
 
-def split_by_dataloader(metrics: Mapping[str, torch.Tensor], count: int) -> list[dict[str, float]]:
-    """The epoch metrics as one dict per dataloader (keys ending in `/dataloader_idx_N` go to dict N)."""
+def split_by_dataloader(metrics: Mapping[str, torch.Tensor], count: int,
+                        dataloader_of: Callable[[str], int]) -> list[dict[str, float]]:
+    """The epoch metrics as one dict per dataloader (each goes to the dataloader that logged it)."""
     results: list[dict[str, float]] = [{} for _ in range(max(count, 1))]
     for name, value in metrics.items():
-        index = 0
-        if "/dataloader_idx_" in name:
-            index = int(name.rsplit("/dataloader_idx_", 1)[1])
-        results[index][name] = value.item()
+        results[dataloader_of(name) if count > 1 else 0][name] = value.item()
     return results
 
 
@@ -187,4 +235,5 @@ def print_results(stage: str, results: list[dict[str, float]]) -> None:
             print(f"  {name:<{width}}  {metrics[name]:.6g}")
 
 
-__all__ = ["EvalContext", "evaluation_loop", "sanity_check", "predict_loop", "split_by_dataloader", "print_results"]
+__all__ = ["EvalContext", "EvalHooks", "step_call", "evaluation_loop", "sanity_check", "predict_loop",
+           "split_by_dataloader", "print_results"]

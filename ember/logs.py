@@ -7,9 +7,11 @@ read back to the host.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Callable, Mapping
 
 import torch
@@ -32,14 +34,18 @@ LOGGING_DEFAULTS: dict[str, tuple[bool, bool]] = {
 _COMPACT_EVERY = 1024  # bounded memory on very long epochs: fold the stored values into one total
 
 
-def _is_metric(value: Any) -> bool:
+def is_metric(value: Any) -> bool:
     """A torchmetrics Metric, recognised without importing torchmetrics."""
     return hasattr(value, "compute") and hasattr(value, "reset") and hasattr(value, "_forward_cache")
 
 
 @dataclass
 class _Key:
-    """How one logged name is reported: fixed by its first `self.log` call in a stage."""
+    """How one logged name is reported: fixed by its first `self.log` call in a stage.
+
+    `suffix` is `/dataloader_idx_N` for a value logged while evaluation dataloader N of several runs; it
+    goes after the `_step` / `_epoch` suffix, as in Lightning (`val_loss_epoch/dataloader_idx_0`).
+    """
 
     name: str
     prog_bar: bool
@@ -48,14 +54,29 @@ class _Key:
     on_epoch: bool
     reduce_fx: str
     sync_dist: bool
+    suffix: str = ""
+    dataloader_idx: int | None = None  # the evaluation dataloader that logged it (several of them)
+    metric_attribute: str | None = None  # where the model holds the torchmetrics Metric logged
 
-    @property
-    def step_name(self) -> str:
-        return f"{self.name}_step" if self.on_epoch else self.name
+    def __post_init__(self) -> None:
+        # the names it is reported under, made once (plain attributes: read on every self.log call)
+        self.full_name = self.name + self.suffix
+        self.step_name = f"{self.name}_step{self.suffix}" if self.on_epoch else self.full_name
+        self.epoch_name = f"{self.name}_epoch{self.suffix}" if self.on_step else self.full_name
 
-    @property
-    def epoch_name(self) -> str:
-        return f"{self.name}_epoch" if self.on_step else self.name
+
+def parse_reduce_fx(name: str, reduce_fx: Any) -> str:
+    """'mean', 'sum', 'max' or 'min' from what `self.log(reduce_fx=...)` was given: one of those names in any
+    case, 'avg', or torch.mean / torch.sum / torch.max / torch.min or the builtins sum / max / min."""
+    if isinstance(reduce_fx, str):
+        found = {"avg": "mean"}.get(reduce_fx.lower(), reduce_fx.lower())
+    else:
+        found = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min", sum: "sum", max: "max",
+                 min: "min"}.get(reduce_fx)
+    if found not in REDUCTIONS:
+        raise ValueError(f"self.log({name!r}, reduce_fx={reduce_fx!r}): expected one of {REDUCTIONS} or 'avg' "
+                         "(any case), or torch.mean/sum/max/min, or the builtins sum/max/min.")
+    return found
 
 
 class EpochAggregate:
@@ -181,7 +202,10 @@ class LogCollector:
 
     def log(self, name: str, value: Any, prog_bar: bool = False, logger: bool = True,
             on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: str | Callable = "mean",
-            sync_dist: bool = False, batch_size: int | None = None, reduce: Callable | None = None) -> None:
+            sync_dist: bool = False, batch_size: int | None = None, add_dataloader_idx: bool = True,
+            rank_zero_only: bool = False, metric_attribute: str | None = None) -> None:
+        """Record one value (see `Module.log`). `rank_zero_only=True`: the value is logged by process 0
+        alone, so it is never reduced across processes (which would wait for the others)."""
         hook = self.hook
         defaults = LOGGING_DEFAULTS.get(hook) if hook else None
         if defaults is None:
@@ -190,12 +214,21 @@ class LogCollector:
                 "where logging is not allowed. Log from training_step, validation_step, test_step or "
                 f"the batch/epoch hooks; allowed hooks: {', '.join(sorted(LOGGING_DEFAULTS))}."
             )
-        if self.dataloader_idx is not None:
-            name = f"{name}/dataloader_idx_{self.dataloader_idx}"
-        key = self._stage._keys.get(name)
+        suffix = ""
+        if self.dataloader_idx is not None and add_dataloader_idx:
+            if "/dataloader_idx_" in name:
+                raise ValueError(f"self.log({name!r}, ...): the name already holds a dataloader index, which "
+                                 "ember adds itself with several dataloaders; log the name without it, or pass "
+                                 "add_dataloader_idx=False to use names of your own.")
+            suffix = f"/dataloader_idx_{self.dataloader_idx}"
+        key = self._stage._keys.get(name + suffix)
         if key is None:
-            key = self._new_key(name, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, defaults)
-        if _is_metric(value):
+            key = self._new_key(name, prog_bar, logger, on_step, on_epoch, reduce_fx,
+                                sync_dist and not rank_zero_only, defaults, suffix, self.dataloader_idx,
+                                metric_attribute)
+            self._stage._keys[key.full_name] = key
+        name = key.full_name
+        if is_metric(value):
             self._log_metric(key, value)
             return
         value = self._to_scalar(name, value)
@@ -210,19 +243,15 @@ class LogCollector:
             else:
                 agg.add(value, 1.0)
 
-    def _new_key(self, name, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, defaults) -> _Key:
-        if callable(reduce_fx):
-            reduce_fx = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}.get(
-                reduce_fx, reduce_fx)
-        if reduce_fx not in REDUCTIONS:
-            raise ValueError(f"self.log({name!r}, reduce_fx={reduce_fx!r}): expected one of {REDUCTIONS} "
-                             "(or torch.mean/sum/max/min).")
+    @staticmethod
+    def _new_key(name, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, defaults, suffix, dataloader_idx,
+                 metric_attribute) -> _Key:
         key = _Key(name, bool(prog_bar), bool(logger), defaults[0] if on_step is None else bool(on_step),
-                   defaults[1] if on_epoch is None else bool(on_epoch), reduce_fx, bool(sync_dist))
+                   defaults[1] if on_epoch is None else bool(on_epoch), parse_reduce_fx(name, reduce_fx),
+                   bool(sync_dist), suffix, dataloader_idx, metric_attribute)
         if not key.on_step and not key.on_epoch:
             raise ValueError(f"self.log({name!r}, on_step=False, on_epoch=False) records nothing; "
                              "set on_step=True, on_epoch=True, or both.")
-        self._stage._keys[name] = key
         return key
 
     @staticmethod
@@ -246,6 +275,8 @@ class LogCollector:
     def _weight(self, batch_size: int | None) -> float:
         if batch_size is not None:
             return float(batch_size)
+        if self.batch is None:  # logged outside a batch (an epoch hook): one value, nothing to weight
+            return 1.0
         if self._batch_size is None:
             self._batch_size = _infer_batch_size(self.batch)
             if self._batch_size is None:
@@ -258,12 +289,15 @@ class LogCollector:
         return float(self._batch_size)
 
     def _record_step(self, key: _Key, value: torch.Tensor) -> None:
-        """Keep this step's value for the loggers, the callbacks and the progress bar."""
+        """Keep this step's value for the loggers, the callbacks and the progress bar. (Callbacks see the
+        step values of training only: in validation and test they see the epoch values, as in Lightning.)"""
+        stage = self._stage
         if key.logger:
-            self._stage._step_values[key.step_name] = value
-        self.callback_metrics[key.name] = value
-        if key.on_epoch:
-            self.callback_metrics[key.step_name] = value
+            stage._step_values[key.step_name] = value
+        if stage is self._train:
+            self.callback_metrics[key.full_name] = value
+            if key.on_epoch:
+                self.callback_metrics[key.step_name] = value
         if key.prog_bar:
             self._prog_bar[key.step_name] = value
 
@@ -273,15 +307,25 @@ class LogCollector:
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 self._record_step(key, value.detach())
         if key.on_epoch:
-            self._stage._metrics[key.name] = metric
+            self._stage._metrics[key.full_name] = metric
 
-    def pop_step_values(self) -> dict[str, torch.Tensor]:
-        """The on_step values logged since the last call, for the loggers (not read back yet)."""
+    def pop_step_values(self, sync: bool = True) -> dict[str, torch.Tensor]:
+        """The on_step values logged since the last call, for the loggers (not read back yet). With several
+        processes the values logged with sync_dist are reduced across them, which every rank does at the
+        same step; `sync=False` for the rows of evaluation batches (rank zero's own values: ranks may run
+        different numbers of evaluation batches)."""
         values, self._stage._step_values = self._stage._step_values, {}
-        if self.strategy is not None:
+        if sync and self.strategy is not None:
             values = self._synced_step_values(values)
         self.logged_metrics.update(values)
         return values
+
+    def dataloader_of(self, name: str) -> int:
+        """The evaluation dataloader whose key sent `name` to the loggers (0 with one dataloader)."""
+        for key in self._stage._keys.values():
+            if name in (key.epoch_name, key.step_name):
+                return key.dataloader_idx or 0
+        return 0
 
     def _synced_step_values(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Step values logged with sync_dist, reduced across the ranks (every rank calls this at the same
@@ -321,10 +365,9 @@ class LogCollector:
                 value = self._stage._epoch[name].compute()
             else:
                 continue
-            self.callback_metrics[key.name] = value
+            self.callback_metrics[key.full_name] = value
             self.callback_metrics[key.epoch_name] = value
-            if key.prog_bar:
-                self._prog_bar.pop(key.step_name, None)
+            if key.prog_bar:  # the last step value stays next to it (Lightning's progress bar dict)
                 self._prog_bar[key.epoch_name] = value
             if key.logger:
                 to_loggers[key.epoch_name] = value
@@ -339,7 +382,7 @@ class LogCollector:
         the same way. Keys logged on some ranks only (no batch there) get a neutral part, and a key is
         reported on every rank."""
         stage = self._stage
-        mine = {n: vars(k) for n, k in stage._keys.items()
+        mine = {n: dataclasses.asdict(k) for n, k in stage._keys.items()
                 if k.sync_dist and k.on_epoch and n in stage._epoch}
         specs: dict[str, dict[str, Any]] = {}
         for theirs in self.strategy.all_gather_object(mine):
@@ -372,11 +415,12 @@ class LogCollector:
         paths = {id(m): p for p, m in model.named_modules()} if model is not None else {}
         metrics = {}
         for name, metric in self._train._metrics.items():
-            if id(metric) in paths:  # a metric that is an attribute of the model can be found again
-                metrics[name] = {"path": paths[id(metric)], "update_count": metric._update_count,
+            path = self._train._keys[name].metric_attribute or paths.get(id(metric))
+            if path is not None:  # a metric that is an attribute of the model can be found again
+                metrics[name] = {"path": path, "update_count": metric._update_count,
                                  "state": {k: _detached(v) for k, v in metric.metric_state.items()}}
         return {
-            "keys": {n: vars(k).copy() for n, k in self._train._keys.items()},
+            "keys": {n: dataclasses.asdict(k) for n, k in self._train._keys.items()},
             "epoch": {n: agg.state_dict() for n, agg in self._train._epoch.items()},
             "metrics": metrics,
             "callback_metrics": {k: v.detach().cpu() for k, v in self.callback_metrics.items()},
@@ -386,7 +430,7 @@ class LogCollector:
         self._train._keys = {n: _Key(**k) for n, k in state["keys"].items()}
         self._train._epoch = {n: EpochAggregate.from_state(s) for n, s in state["epoch"].items()}
         for name, saved in state.get("metrics", {}).items():
-            metric = model.get_submodule(saved["path"]) if saved["path"] else model
+            metric = attrgetter(saved["path"])(model) if saved["path"] else model
             for attribute, value in saved["state"].items():
                 setattr(metric, attribute, value)
             metric._update_count = saved["update_count"]
@@ -405,17 +449,21 @@ class LoggerFeed:
         self.trainer = trainer
         self.tail: tuple[int, list[dict[str, float]]] = (-1, [])
 
-    def send(self, metrics: Mapping[str, torch.Tensor], step: int | None = None) -> None:
+    def send(self, metrics: Mapping[str, torch.Tensor], step: int | None = None, eval_batch: bool = False) -> None:
+        """`eval_batch`: the row of one validation / test batch (`on_step=True` there), at that stage's own
+        count of batches and without the epoch column, as Lightning writes it; it is not on the training
+        steps' axis, so it is not among the rows a resume tells apart by step."""
         trainer = self.trainer
         if not metrics or not trainer.loggers or not trainer.is_global_zero:
             return
         # note: a host-device sync point, once per log_every_n_steps and once per epoch
         values = {k: v.item() for k, v in metrics.items()}
-        values["epoch"] = trainer.current_epoch
-        step = max(trainer.global_step - 1, 0) if step is None else step
-        if step != self.tail[0]:
-            self.tail = (step, [])
-        self.tail[1].append(values)
+        if not eval_batch:
+            values["epoch"] = trainer.current_epoch
+            step = max(trainer.global_step - 1, 0) if step is None else step
+            if step != self.tail[0]:
+                self.tail = (step, [])
+            self.tail[1].append(values)
         for logger in trainer.loggers:
             logger.log_metrics(values, step)
 

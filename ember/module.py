@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import TYPE_CHECKING, Any, Mapping
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -15,13 +16,15 @@ from torch import nn
 from ember.checkpoint import CheckpointError, load_checkpoint, load_weights
 from ember.data import move_to_device
 from ember.hparams import AttributeDict, HyperparametersMixin, passed_on_load
+from ember.logs import is_metric
+from ember.optimizers import ManualOptimizationMixin
 from ember.plain import TAG, from_plain, readable
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer
 
 
-class Module(HyperparametersMixin, nn.Module):
+class Module(ManualOptimizationMixin, HyperparametersMixin, nn.Module):
     """A model plus what one step of training, validation, test and prediction does.
 
     Example:
@@ -43,6 +46,8 @@ class Module(HyperparametersMixin, nn.Module):
         self._trainer: Trainer | None = None
         self._automatic_optimization = True
         self._warned_log_without_trainer = False
+        self._toggled_requires_grad: dict[nn.Parameter, bool] | None = None  # set by toggle_optimizer
+        self._metric_paths: dict[int, str] = {}  # id of each torchmetrics Metric attribute -> its path
         self.example_input_array: Any = None  # an input for loggers' log_graph and for export
 
     # --- what the Trainer and the user read -----------------------------------------------------
@@ -117,11 +122,27 @@ class Module(HyperparametersMixin, nn.Module):
 
         In `training_step` a value is recorded per step (`on_step=True`); in validation and test, its
         mean over the epoch, weighted by batch size (`on_epoch=True`). With both on, the names get
-        `_step` and `_epoch` suffixes.
+        `_step` and `_epoch` suffixes. Lightning's arguments mean what they mean there:
+
+        - `reduce_fx`: 'mean' (or 'avg'), 'sum', 'max', 'min' in any case, torch.mean/sum/max/min, or the
+          builtins sum/max/min.
+        - `add_dataloader_idx`: with several evaluation dataloaders the name ends in
+          `/dataloader_idx_N` (after `_step` / `_epoch`); False keeps the name as given.
+        - `rank_zero_only`: the value is logged by process 0 alone, so it is never reduced across
+          processes (`sync_dist` is ignored); other processes do not have it to monitor.
+        - `metric_attribute`: where the module holds the torchmetrics Metric logged, when it is not found
+          among its submodules (its state is saved with the run).
+        - `enable_graph=True` and `sync_dist_group` are not supported (an error says so): values are
+          stored detached and reduced over all processes.
 
         Example:
             >>> self.log("val_loss", loss, prog_bar=True)
         """
+        if enable_graph or sync_dist_group is not None:
+            given = "enable_graph=True" if enable_graph else "sync_dist_group=..."
+            raise ValueError(f"self.log({name!r}, ..., {given}) is not supported: ember stores logged values "
+                             "detached and reduces them over all processes. Remove the argument (log a detached "
+                             "value; reduce over a group yourself with torch.distributed).")
         trainer = self._trainer
         if trainer is None:
             if not self._warned_log_without_trainer:
@@ -129,8 +150,34 @@ class Module(HyperparametersMixin, nn.Module):
                 warnings.warn(f"self.log({name!r}, ...) was called with no Trainer attached; the value is "
                               "dropped.", stacklevel=2)
             return
+        if not isinstance(value, torch.Tensor) and is_metric(value):
+            metric_attribute = self._metric_attribute(name, value, metric_attribute)
         trainer.log_collector.log(name, value, prog_bar, True if logger is None else logger, on_step, on_epoch,
-                          reduce_fx, sync_dist, batch_size)
+                                  reduce_fx, sync_dist, batch_size, add_dataloader_idx=add_dataloader_idx,
+                                  rank_zero_only=rank_zero_only, metric_attribute=metric_attribute)
+
+    def _metric_attribute(self, name: str, metric: Any, given: str | None) -> str:
+        """Where this module holds `metric` (a resume restores the metric's state there)."""
+        if given is not None:
+            try:
+                found = attrgetter(given)(self)
+            except AttributeError:
+                found = None
+            if found is not metric:
+                raise ValueError(f"self.log({name!r}, ..., metric_attribute={given!r}): {type(self).__name__}."
+                                 f"{given} is not the metric logged; pass the attribute that holds it.")
+            return given
+        paths = self._metric_paths
+        if id(metric) not in paths:  # looked up again only for a metric not seen before
+            paths.clear()
+            paths.update({id(m): p for p, m in self.named_modules() if is_metric(m)})
+        if id(metric) not in paths:
+            raise ValueError(
+                f"self.log({name!r}, metric): the {type(metric).__name__} logged is not an attribute of "
+                f"{type(self).__name__}, so its state cannot be saved and restored with the run. Assign it in "
+                f"__init__ (self.acc = {type(metric).__name__}(...)), or pass metric_attribute='...' naming where "
+                f"it is; metrics found: {sorted(paths.values()) or 'none'}.")
+        return paths[id(metric)]
 
     def log_dict(self, dictionary: Mapping[str, Any], prog_bar: bool = False, logger: bool | None = None,
                  on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
@@ -143,8 +190,8 @@ class Module(HyperparametersMixin, nn.Module):
             items = [(dictionary._set_name(k) if hasattr(dictionary, "_set_name") else k, m)
                      for k, m in dictionary.items(keep_base=True)]
         for name, value in items:
-            self.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist=sync_dist,
-                     batch_size=batch_size)
+            self.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+                     sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only=rank_zero_only)
 
     # --- the steps -------------------------------------------------------------------------------
 
@@ -170,6 +217,11 @@ class Module(HyperparametersMixin, nn.Module):
 
     def configure_callbacks(self) -> Any:
         return []
+
+    def configure_model(self) -> None:
+        """Build layers here to create them on the run's device / under its strategy. Called in every stage
+        (fit, validate, test, predict) after `setup` and before `configure_optimizers`, so it must be
+        idempotent: create a layer only if it does not exist yet."""
 
     # --- lifecycle hooks (no-op by default) ------------------------------------------------------
 
@@ -211,6 +263,31 @@ class Module(HyperparametersMixin, nn.Module):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
 
+    def on_validation_model_zero_grad(self) -> None:
+        """Before a validation inside fit (unless an accumulation window is open): drop the gradients of
+        the last step, so they take no memory during validation. Override it to keep them (for example
+        when you accumulate over several batches in manual optimization)."""
+        self.zero_grad(set_to_none=True)
+
+    def on_validation_model_eval(self) -> None:
+        """At the start of validation: eval mode. (The modes of the submodules are recorded before and put
+        back at the end, unless `on_validation_model_train` is overridden.)"""
+        self.eval()
+
+    def on_validation_model_train(self) -> None:
+        """At the end of validation, when overridden (by default the recorded modes are put back)."""
+        self.train()
+
+    def on_test_model_eval(self) -> None:
+        self.eval()
+
+    def on_test_model_train(self) -> None:
+        """At the end of test, when overridden (by default the recorded modes are put back)."""
+        self.train()
+
+    def on_predict_model_eval(self) -> None:
+        self.eval()
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return batch
 
@@ -222,21 +299,41 @@ class Module(HyperparametersMixin, nn.Module):
 
     # --- optimization ----------------------------------------------------------------------------
 
-    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
-        """The optimizer(s) from `configure_optimizers`; in manual optimization, call `.step()` on them."""
-        optimization = self.trainer.optimization
-        optimizers = optimization.manual_optimizers if use_pl_optimizer else optimization.optimizers
-        return optimizers[0] if len(optimizers) == 1 else list(optimizers)
-
-    def lr_schedulers(self) -> Any:
-        schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
-        if not schedulers:
-            return None
-        return schedulers[0] if len(schedulers) == 1 else schedulers
-
     def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        """`loss.backward()` with the precision's scaling, for manual optimization."""
+        """`loss.backward()` with the precision's scaling and the backward hooks, for manual optimization."""
         self.trainer.optimization.backward(loss, *args, **kwargs)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Called for backward when overridden; `loss` is already scaled (16-mixed) and divided by
+        `accumulate_grad_batches`."""
+        loss.backward(*args, **kwargs)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer,
+                       optimizer_closure: Any = None) -> None:
+        """Called, when overridden, on the batch that ends an accumulation window. `optimizer_closure` runs
+        training_step, zero_grad (on a window's first batch) and backward, and returns the loss; it must be
+        called, usually by the optimizer's step.
+
+        Example:
+            >>> def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure):
+            ...     if self.trainer.global_step < 500:  # learning-rate warm-up
+            ...         for group in optimizer.param_groups:
+            ...             group["lr"] = self.hparams.lr * (self.trainer.global_step + 1) / 500
+            ...     optimizer.step(closure=optimizer_closure)
+        """
+        optimizer.step(closure=optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        """Called, when overridden, to zero the gradients at the first batch of each accumulation window."""
+        optimizer.zero_grad()
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Called, when overridden, to step each scheduler when its interval and frequency are due; `metric`
+        is the monitored value for ReduceLROnPlateau, else None."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
@@ -245,10 +342,24 @@ class Module(HyperparametersMixin, nn.Module):
 
     def clip_gradients(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                        gradient_clip_algorithm: str | None = None) -> None:
+        """Clip the gradients of `optimizer`'s parameters by norm (default) or value; under 16-mixed they
+        are unscaled first. With manual optimization, call it between backward and `opt.step()`.
+
+        Example:
+            >>> self.clip_gradients(opt, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
+        """
+        algorithm = gradient_clip_algorithm or "norm"
+        if algorithm not in ("norm", "value"):
+            raise ValueError(f"clip_gradients(gradient_clip_algorithm={gradient_clip_algorithm!r}): expected "
+                             "'norm' or 'value'.")
         if not gradient_clip_val:
             return
+        optimization = self._trainer.optimization if self._trainer is not None else None
+        if optimization is not None:
+            optimization.clip_gradients(optimizer, gradient_clip_val, algorithm)
+            return
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if (gradient_clip_algorithm or "norm") == "norm":
+        if algorithm == "norm":
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
         else:
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
@@ -353,3 +464,24 @@ def _instantiate(cls: type, hparams: dict[str, Any], kwargs: Mapping[str, Any], 
             f"Could not build {cls.__name__} from the hyperparameters in {source} ({sorted(hparams)}) and "
             f"the arguments given ({sorted(kwargs)}): "
             f"{err}. {fix}") from err
+
+
+def overrides(obj: Any, base: type, name: str) -> bool:
+    """Whether `obj`'s class overrides `base.name` (read once at setup, so that a hook nobody overrides
+    costs nothing per step)."""
+    return getattr(type(obj), name, None) is not getattr(base, name, None)
+
+
+def accepts(hook: Callable[..., Any], name: str, min_args: int | None = None) -> bool:
+    """Whether a hook takes the argument `name`: it names it, takes *args, or has at least `min_args`
+    positional parameters (Lightning's rule, so `def training_step(self, batch)` gets the batch alone)."""
+    params = inspect.signature(hook).parameters.values()
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return (any(p.name == name for p in params) or any(p.kind is p.VAR_POSITIONAL for p in params)
+            or (min_args is not None and len(positional) >= min_args))
+
+
+def defines(model: Any, name: str) -> bool:
+    """Whether `model` has a hook `name` of its own: overridden in its class or set on the instance, and
+    not set to None (Lightning's way to switch a loop off: `model.validation_step = None`)."""
+    return getattr(model, name, None) is not None and (name in vars(model) or overrides(model, Module, name))

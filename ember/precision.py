@@ -45,6 +45,7 @@ class Precision:
             self.scaler = torch.amp.GradScaler(device_type)
         # the dtype of weights and floating inputs when they are not float32 (None: leave them)
         self.param_dtype = {"64-true": torch.float64, "bf16-true": torch.bfloat16}.get(precision)
+        self._unscaled: set[int] = set()  # ids of the optimizers unscaled since their last step
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
         dtype = self.param_dtype
@@ -64,24 +65,36 @@ class Precision:
             return torch.autocast(self.device_type, dtype=torch.float16)
         return contextlib.nullcontext()
 
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss as backward should see it (multiplied by the grad scaler's scale under 16-mixed)."""
+        return self.scaler.scale(loss) if self.scaler is not None else loss
+
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
         loss.backward(*args, **kwargs)
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
-        """Bring gradients back to their true scale before clipping or inspecting them."""
-        if self.scaler is not None:
+        """Bring gradients back to their true scale before clipping or inspecting them (once per step:
+        clipping in the step hooks may ask again)."""
+        if self.scaler is not None and id(optimizer) not in self._unscaled:
             self.scaler.unscale_(optimizer)
+            self._unscaled.add(id(optimizer))
 
     def step(self, optimizer: torch.optim.Optimizer, closure: Any = None) -> Any:
+        """Step `optimizer`; a closure (training_step and backward) runs inside the optimizer's step, or,
+        under 16-mixed, before the scaler's step (which takes no closure)."""
         if self.scaler is None:
             return optimizer.step(closure) if closure is not None else optimizer.step()
+        result = None
         if closure is not None:
-            raise ValueError("16-mixed precision cannot step an optimizer that needs a closure (LBFGS); "
-                             "use precision='bf16-mixed' or '32-true'.")
-        result = self.scaler.step(optimizer)
+            if isinstance(optimizer, torch.optim.LBFGS):
+                raise ValueError("16-mixed precision cannot step LBFGS, which calls its closure several times "
+                                 "per step; use precision='bf16-mixed' or '32-true'.")
+            result = closure()
+        self.scaler.step(optimizer)
         self.scaler.update()
+        self._unscaled.discard(id(optimizer))
         return result
 
     def state_dict(self) -> dict[str, Any]:

@@ -23,9 +23,9 @@ class FitState:
         global_step: optimizer steps taken since the fit began.
         batches_done: training batches of the current epoch already trained (0 at an epoch's start).
         epoch_finished: the current epoch's batches are all done (its end hooks may still be running).
-        epoch_ended: the callbacks' `on_train_epoch_end` of this epoch has begun (after the module's hook,
-            the epoch's logged values and the epoch schedulers), so a checkpoint written there resumes
-            after the epoch's end instead of running it again.
+        epoch_ended: the `on_train_epoch_end` of EarlyStopping and ModelCheckpoint has begun (after the
+            other callbacks' and the module's hook, the epoch's logged values and the epoch schedulers), so
+            a checkpoint written there resumes after the epoch's end instead of running it again.
         validated_at: `batches_done` when validation last ran in this epoch (-1: not yet this epoch).
             It is set when that validation's metrics are complete, before `on_validation_end`, so a
             checkpoint written there resumes after the validation instead of running it twice.
@@ -37,6 +37,8 @@ class FitState:
             `on_train_batch_end`).
         finished: the fit ended (max_epochs, max_steps, max_time or a stop); a resume from a checkpoint
             written then trains no further.
+        validation_log_steps: per validation dataloader, the logger step of the next validation batch's
+            `on_step=True` values (validation batches counted across the fit, as Lightning counts them).
     """
 
     epoch: int = 0
@@ -50,6 +52,7 @@ class FitState:
     should_stop: bool = False
     stepped: bool = False
     finished: bool = False
+    validation_log_steps: list[int] = dataclasses.field(default_factory=list)
 
     def start_epoch(self) -> None:
         """Reset the per-epoch counters (the epoch number is advanced by `next_epoch`)."""

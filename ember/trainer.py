@@ -22,11 +22,11 @@ import torch
 from ember import schedule
 from ember.arguments import (as_list, build_callbacks, build_loggers, check_clipping, check_fast_dev_run, check_int,
                              check_limit, check_sources, merge_callbacks, ordered_callbacks, parse_max_time,
-                             unknown_argument_message)
+                             split_judges, unknown_argument_message)
 from ember.callbacks.base import CallbackList
 from ember.checkpoint import restore
 from ember.data import DataConnector, DataModule
-from ember.evaluation import EvalContext, evaluation_loop, predict_loop, print_results, sanity_check
+from ember.evaluation import EvalContext, EvalHooks, evaluation_loop, predict_loop, print_results, sanity_check
 from ember.interrupts import GracefulInterrupt
 from ember.logs import LogCollector, LoggerFeed
 from ember.module import Module
@@ -49,6 +49,8 @@ class Trainer(TrainerProperties, Checkpointing):
         >>> trainer.test(ckpt_path="best")
     """
 
+    _default_logger = "ember"  # what logger=True / None gives: see arguments.build_loggers
+
     def __init__(
         self,
         *,
@@ -60,6 +62,7 @@ class Trainer(TrainerProperties, Checkpointing):
         logger: Any = None,
         callbacks: Any = None,
         fast_dev_run: int | bool = False,
+        overfit_batches: int | float = 0.0,
         max_epochs: int | None = None,
         min_epochs: int | None = None,
         max_steps: int = -1,
@@ -102,6 +105,10 @@ class Trainer(TrainerProperties, Checkpointing):
             limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = fast_dev_run
             max_steps, max_epochs, num_sanity_val_steps, val_check_interval = fast_dev_run, 1, 0, 1.0
             logger = False
+        # overfit_batches: the same first N batches (or fraction) of training and of validation, unshuffled
+        self.overfit_batches = check_limit("overfit_batches", overfit_batches)
+        if self.overfit_batches:
+            limit_train_batches = limit_val_batches = self.overfit_batches
 
         self.max_steps = check_int("max_steps", max_steps, minimum=-1)
         if max_epochs is None:
@@ -140,7 +147,7 @@ class Trainer(TrainerProperties, Checkpointing):
 
         if barebones:
             logger, enable_checkpointing, enable_progress_bar, enable_model_summary = False, False, False, False
-        self.loggers = build_loggers(logger, self.default_root_dir)
+        self.loggers = build_loggers(logger, self.default_root_dir, self._default_logger)
         self.callbacks = build_callbacks(callbacks, enable_checkpointing, enable_progress_bar,
                                          enable_model_summary)
 
@@ -166,6 +173,7 @@ class Trainer(TrainerProperties, Checkpointing):
         self.num_test_batches: list[float] = []
         self.num_predict_batches: list[float] = []
         self._val_every = math.inf
+        self._eval_hooks: dict[str, EvalHooks] = {}  # per stage, made when its dataloaders are connected
         self._start_time = 0.0
         self._feed = LoggerFeed(self)  # what reaches the loggers, from rank zero
         self.ckpt_path: str | None = None  # the checkpoint the last stage loaded
@@ -239,8 +247,7 @@ class Trainer(TrainerProperties, Checkpointing):
         logs.use("train")
         if start == 0:
             logs.reset_stage()
-        model.train()
-        with logs.in_hook("on_train_epoch_start"):
+        with logs.in_hook("on_train_epoch_start"):  # (no model.train(), as in Lightning: set modes stay)
             callbacks.on_train_epoch_start(self, model)
             model.on_train_epoch_start()
 
@@ -265,18 +272,21 @@ class Trainer(TrainerProperties, Checkpointing):
             stopped = self._stop_mid_epoch() or self._interrupt.requested is not None
         state.epoch_finished = batch_idx + 1 >= self.num_training_batches or exhausted
         if exhausted:
-            self._end_unsized_epoch()
+            self._end_unsized_epoch(batch_idx)
         if self._interrupt.requested is not None and not state.epoch_finished:
             return  # the checkpoint is written mid-epoch; the epoch's end hooks run when it resumes
 
+        others, judges = self._epoch_end_callbacks  # judges: EarlyStopping, ModelCheckpoint (Lightning's order)
         with logs.in_hook("on_train_epoch_end"):
+            self._feed.send(logs.end_epoch())  # the epoch's values, read by every hook below
+            others.on_train_epoch_end(self, model)
             model.on_train_epoch_end()
-            self._feed.send(logs.end_epoch())  # before the callbacks, which may write a checkpoint
-            if state.epoch_finished:
-                self.optimization.step_schedulers("epoch")
+            self._feed.send(logs.end_epoch())  # what they logged here, before a checkpoint is written
+            if state.epoch_finished:  # the others stepped with the last batch, unless its length was unknown
+                self.optimization.step_schedulers("epoch", plateau=None if exhausted else True)
             state.epoch_ended = True  # a checkpoint written from here on resumes after this epoch's end
-            callbacks.on_train_epoch_end(self, model)
-            self._feed.send(logs.end_epoch())  # what callbacks logged in on_train_epoch_end
+            judges.on_train_epoch_end(self, model)
+            self._feed.send(logs.end_epoch())  # what EarlyStopping / ModelCheckpoint logged
         if state.epoch_finished:
             self.optimization.warn_if_no_step(steps_before)
             state.next_epoch()
@@ -296,7 +306,7 @@ class Trainer(TrainerProperties, Checkpointing):
             outputs = self.optimization.training_step(batch, batch_idx, window_ends)
         else:
             with logs.in_hook("training_step"), self._precision.forward_context():
-                outputs = self.strategy.training_step(model, batch, batch_idx)
+                outputs = self.optimization.call_training_step(batch, batch_idx)
             check_step_output(outputs, manual=True)
         state.batches_done = batch_idx + 1
         state.total_batches += 1
@@ -306,10 +316,10 @@ class Trainer(TrainerProperties, Checkpointing):
         logs.batch = None  # let the batch's memory go before the next one is collated
         self._flush_step_logs()
 
-    def _end_unsized_epoch(self) -> None:
+    def _end_unsized_epoch(self, batch_idx: int) -> None:
         """An iterable without a length ran out: validate once, and step on a short last accumulation window."""
-        if self.optimization.model.automatic_optimization and self.optimization.holds_gradients():
-            self.optimization.optimizer_step(self.optimization.optimizers[0])
+        if self.optimization.window_open():
+            self.optimization.finish_window(batch_idx)
             self._flush_step_logs()
         if self.enable_validation and self._val_every == math.inf:
             self._run_validation()
@@ -379,9 +389,11 @@ class Trainer(TrainerProperties, Checkpointing):
 
     def _eval_context(self) -> EvalContext:
         return EvalContext(self._callbacks, self.log_collector, self._precision, self._data.to_device,
-                           self._feed.send)
+                           self._feed.send, self._eval_hooks)
 
     def _run_validation(self) -> None:
+        if not self.optimization.window_open():  # the last step's gradients go, as in Lightning
+            self.lightning_module.on_validation_model_zero_grad()
         evaluation_loop(self, "validate", self._eval_context())
         self.log_collector.use("train")
 
@@ -419,7 +431,9 @@ class Trainer(TrainerProperties, Checkpointing):
         if self._callbacks_of is not model:  # once per model, so their state lives on from fit to test
             self.callbacks = merge_callbacks(self.callbacks, as_list(model.configure_callbacks()))
             self._callbacks_of = model
-        self._callbacks = CallbackList(ordered_callbacks(self.callbacks))
+        ordered = ordered_callbacks(self.callbacks)
+        self._callbacks = CallbackList(ordered)
+        self._epoch_end_callbacks = tuple(CallbackList(part) for part in split_judges(ordered))
         self._interrupt = GracefulInterrupt()  # replaced by the fit loop's, which listens for signals
         if self.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self.deterministic == "warn")
@@ -458,6 +472,7 @@ class Trainer(TrainerProperties, Checkpointing):
             model.prepare_data()
         self._callbacks.setup(self, model, stage)
         model.setup(stage=stage)
+        model.configure_model()  # after setup, before the model is converted, moved and given optimizers
         self._precision.convert_module(model)
         self.strategy.setup_module(model)
         self._data.prepare()
@@ -485,6 +500,7 @@ class Trainer(TrainerProperties, Checkpointing):
         if stage == "validate":
             self._val_source = loaders
         found, counts = self._data.eval_loaders(stage, loaders)
+        self._eval_hooks[stage] = EvalHooks(stage, self._callbacks, self.lightning_module, len(found))
         if stage == "validate":
             self.val_dataloaders, self.num_val_batches = found, counts
         elif stage == "test":

@@ -119,6 +119,7 @@ class TrainerProperties:
     @optimizers.setter
     def optimizers(self, value: list[torch.optim.Optimizer]) -> None:
         self.optimization.optimizers = list(value)
+        self.optimization.make_views()
 
     @property
     def lr_scheduler_configs(self) -> list[Any]:

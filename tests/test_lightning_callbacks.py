@@ -297,6 +297,9 @@ def test_backbone_finetuning_needs_a_backbone(tmp_path):
             super().__init__()
             self.layer = nn.Linear(3, 1)
 
+        def training_step(self, batch, batch_idx):  # (fit checks first that there is one)
+            return self.layer(batch[0]).mean()
+
     with pytest.raises(ValueError, match="NoBackbone has no nn.Module attribute named backbone"):
         quiet(ember.Trainer, tmp_path, max_epochs=1, callbacks=[BackboneFinetuning()]).fit(NoBackbone(), data())
 

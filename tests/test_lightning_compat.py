@@ -215,3 +215,116 @@ def test_ember_trainer_refuses_gpus_and_names_the_replacement():
     with pytest.raises(TypeError, match=r"Trainer\(gpus=\.\.\.\) was removed in Lightning 2\.0 and ember does not "
                                         r"take it; use accelerator='gpu', devices=N instead\."):
         ember.Trainer(gpus=1)
+
+
+# --- Lightning's Trainer defaults and arguments -----------------------------------------------------------
+
+
+class ImageLogging(EmberNet):
+    def training_step(self, batch, batch_idx):
+        self.logger.experiment.add_image("input", torch.rand(3, 4, 4), self.global_step)
+        return super().training_step(batch, batch_idx)
+
+
+def test_the_lightning_trainer_logs_to_tensorboard_under_lightning_logs(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=2, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(ImageLogging(), loader())
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    assert trainer.log_dir == str(log_dir)
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert len(events.Images("input")) == 2
+    assert (log_dir / "checkpoints").is_dir()  # ModelCheckpoint's default folder follows the logger
+    # and Lightning itself puts the same things in the same places
+    lightning = L.Trainer(default_root_dir=tmp_path / "L", accelerator="cpu", max_steps=1)
+    assert type(lightning.logger).__name__ == type(trainer.logger).__name__ == "TensorBoardLogger"
+    assert lightning.logger.log_dir == str(tmp_path / "L" / "lightning_logs" / "version_0")
+
+
+def test_the_ember_trainer_keeps_its_csv_logger_under_ember_logs(tmp_path):
+    trainer = ember.Trainer(default_root_dir=tmp_path)
+    assert type(trainer.logger).__name__ == "CSVLogger"
+    assert trainer.log_dir == str(tmp_path / "ember_logs" / "version_0")
+
+
+class Recorded(EmberNet):
+    """Records the first input value of each training and validation batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(("train", self.current_epoch, round(batch[0][0, 0].item(), 5)))
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.seen.append(("val", self.current_epoch, round(batch[0][0, 0].item(), 5)))
+
+
+class LightningRecorded(LightningNet):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(("train", self.current_epoch, round(batch[0][0, 0].item(), 5)))
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.seen.append(("val", self.current_epoch, round(batch[0][0, 0].item(), 5)))
+
+
+@pytest.mark.parametrize("overfit", [2, 0.5])
+def test_overfit_batches_uses_the_same_unshuffled_batches_as_lightning(tmp_path, overfit):
+    def shuffled():
+        return DataLoader(loader().dataset, batch_size=4, shuffle=True)  # 4 batches
+
+    runs = []
+    for trainer_class, model, extra in ((pl.Trainer, Recorded(), {}),
+                                        (L.Trainer, LightningRecorded(), {"accelerator": "cpu"})):
+        trainer = trainer_class(default_root_dir=tmp_path / trainer_class.__module__, max_epochs=2, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                num_sanity_val_steps=0, overfit_batches=overfit, **extra)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(model, shuffled(), shuffled())
+        runs.append((model.seen, [str(w.message) for w in caught]))
+    (ours, our_notes), (theirs, _) = runs
+    assert ours == theirs
+    first = [round(x, 5) for x in loader().dataset.tensors[0][[0, 4], 0].tolist()]  # dataset order
+    assert [v for stage, epoch, v in ours if stage == "train"] == first * 2
+    assert [v for stage, epoch, v in ours if stage == "val"] == first * 2
+    assert sum("turns off the shuffling of the training dataloader" in n for n in our_notes) == 1
+    assert sum("turns off the shuffling of the validation dataloader" in n for n in our_notes) == 1
+
+
+def test_overfit_batches_refuses_a_loader_it_cannot_put_in_order(tmp_path):
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    data = loader().dataset
+    custom = DataLoader(data, batch_sampler=BatchSampler(RandomSampler(data), batch_size=4, drop_last=False))
+    trainer = ember_trainer(tmp_path, max_epochs=1, overfit_batches=1)
+    with pytest.raises(ValueError, match=r"overfit_batches=...\) needs the same training batches.*shuffle=False"):
+        trainer.fit(EmberNet(), custom)
+
+
+def test_hydra_containers_are_accepted_for_callbacks_and_logger(tmp_path):
+    omegaconf = pytest.importorskip("omegaconf")
+    hydra_utils = pytest.importorskip("hydra.utils")
+    config = omegaconf.OmegaConf.create({
+        "_target_": "ember.lightning.Trainer", "max_epochs": 1, "default_root_dir": str(tmp_path),
+        "enable_progress_bar": False, "enable_model_summary": False,
+        "logger": [{"_target_": "ember.loggers.CSVLogger", "save_dir": str(tmp_path), "name": "csv"}],
+        "callbacks": [{"_target_": "ember.callbacks.EarlyStopping", "monitor": "train_loss"}]})
+    trainer = hydra_utils.instantiate(config)  # callbacks and logger arrive as ListConfigs
+    assert [type(c).__name__ for c in trainer.callbacks][:1] == ["EarlyStopping"]
+    assert type(trainer.logger).__name__ == "CSVLogger" and trainer.logger.name == "csv"
+    named = hydra_utils.instantiate(omegaconf.OmegaConf.create(
+        {"stop": {"_target_": "ember.callbacks.EarlyStopping", "monitor": "train_loss"}}))  # a DictConfig
+    trainer = ember_trainer(tmp_path, callbacks=named)
+    assert [type(c).__name__ for c in trainer.callbacks][:1] == ["EarlyStopping"]

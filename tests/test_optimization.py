@@ -34,7 +34,8 @@ class GradRecorder(ember.Callback):
     def __init__(self):
         self.norms, self.max_abs = [], []
 
-    def on_before_zero_grad(self, trainer, pl_module, optimizer):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # the step's (clipped) gradients stay until the next batch's zero_grad, as in Lightning
         grads = [p.grad for p in pl_module.parameters()]
         self.norms.append(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])).item())
         self.max_abs.append(max(g.abs().max().item() for g in grads))

@@ -226,6 +226,9 @@ def test_configure_callbacks_checkpoint_replaces_the_trainers(tmp_path):
         def configure_callbacks(self):
             return [ModelCheckpoint(dirpath=tmp_path / "own", monitor="val_loss", filename="{epoch}")]
 
+        def test_step(self, batch, batch_idx):  # trainer.test needs one (a missing step is an error)
+            return None
+
     ember.seed_everything(0, verbose=False)
     trainer = ember.Trainer(max_epochs=3, default_root_dir=tmp_path, enable_progress_bar=False,
                             enable_model_summary=False, num_sanity_val_steps=0)

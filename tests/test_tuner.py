@@ -44,7 +44,7 @@ class LinearRegression(ember.Module):
         x, y = batch
         return F.mse_loss(self.net(x), y)
 
-    def on_before_zero_grad(self, optimizer):
+    def on_before_optimizer_step(self, optimizer):  # after the sweep's callback set this step's rate
         self.applied_lrs.append(optimizer.param_groups[0]["lr"])
 
     def configure_optimizers(self):

@@ -235,6 +235,24 @@ def squad_test_questions():
     return [qa["question"] for article in articles for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
 
 
+def logged_per_epoch(log_dir: Path, key: str) -> list[tuple[int, float]]:
+    """(epoch, value) of each logged `key`: from metrics.csv, or read back from TensorBoard's event files."""
+    if (log_dir / "metrics.csv").exists():
+        with open(log_dir / "metrics.csv", newline="") as f:
+            return [(int(row["epoch"]), float(row[key])) for row in csv.DictReader(f) if row.get(key)]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    epochs = events.Scalars("epoch")  # logged with every row; a step can have several rows (fit, then test)
+
+    def epoch_of(event):
+        same_row = min((e for e in epochs if e.step == event.step), key=lambda e: abs(e.wall_time - event.wall_time))
+        return int(same_row.value)
+
+    return [(epoch_of(e), e.value) for e in events.Scalars(key)]
+
+
 def test_writeup_004_question_generation(tmp_path):
     """Tuner, EarlyStopping and ModelCheckpoint on dev_loss, then trainer.test writes the questions.
 
@@ -249,14 +267,15 @@ def test_writeup_004_question_generation(tmp_path):
         "data.batch_size=4", "training.scale_batch_size.max_trials=2", "training.scale_batch_size.steps_per_trial=1",
     )
     run = tmp_path / "run"
-    version = run / "logs" / "ember_logs" / "version_0"
+    # the recipe is Lightning code on ember.lightning: Lightning's default logger, TensorBoard under
+    # lightning_logs/ (a CSVLogger there when tensorboard is not installed)
+    version = run / "logs" / "lightning_logs" / "version_0"
 
     # Tuner(trainer).scale_batch_size(init_val=4, max_trials=2): 4 runs, 8 runs, max_trials stops it.
     assert printed(r"batch size found by the tuner: (\d+)", stdout) == "8"
     assert yaml.safe_load((version / "hparams.yaml").read_text())["batch_size"] == 8
 
-    with open(version / "metrics.csv", newline="") as f:
-        dev_losses = [(int(row["epoch"]), float(row["dev_loss"])) for row in csv.DictReader(f) if row["dev_loss"]]
+    dev_losses = logged_per_epoch(version, "dev_loss")
     assert [epoch for epoch, _ in dev_losses] == [0, 1]  # stopped early, 2 epochs of 5
 
     checkpoints = version / "checkpoints"
@@ -266,7 +285,7 @@ def test_writeup_004_question_generation(tmp_path):
     assert torch.load(checkpoints / names[0], map_location="cpu", weights_only=False)["epoch"] == 0
     assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 1
     # The write-up's choice: the best checkpoint when there is one, else the last.
-    assert printed(r"use checkpoint: (.+)", stdout) == f"logs/ember_logs/version_0/checkpoints/{names[0]}"
+    assert printed(r"use checkpoint: (.+)", stdout) == f"logs/lightning_logs/version_0/checkpoints/{names[0]}"
 
     # test_step writes one line per test example, in order, under a header.
     predictions = run / "test_predictions.tsv"

@@ -125,11 +125,11 @@ class CallbackList(Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         for hook in self._hooks["setup"]:
-            hook(trainer, pl_module, stage)
+            hook(trainer, pl_module, stage=stage)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         for hook in self._hooks["teardown"]:
-            hook(trainer, pl_module, stage)
+            hook(trainer, pl_module, stage=stage)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         for hook in self._hooks["on_fit_start"]:

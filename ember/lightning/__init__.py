@@ -25,7 +25,11 @@ class LightningDeprecationWarning(FutureWarning):
 
 
 class Trainer(_EmberTrainer):
-    """ember's Trainer, also taking the Lightning 1.x arguments that old code passes."""
+    """ember's Trainer with Lightning's defaults (`logger=True` is a TensorBoardLogger under
+    `lightning_logs/`, or a CSVLogger there without tensorboard), also taking the Lightning 1.x arguments
+    that old code passes."""
+
+    _default_logger = "lightning"
 
     def __init__(self, *args: Any, gpus: Any = None, resume_from_checkpoint: Any = None,
                  auto_lr_find: Any = None, auto_scale_batch_size: Any = None, **kwargs: Any) -> None:
@@ -56,7 +60,7 @@ class Trainer(_EmberTrainer):
 # Lightning 2.x arguments ember lacks, with the value that turns them off: passing that value (as configs
 # written for Lightning's CLI do) changes nothing, so it is accepted; any other value is refused.
 LIGHTNING_DEFAULTS = {"profiler": None, "plugins": None, "sync_batchnorm": False, "enable_autolog_hparams": True,
-                      "model_registry": None, "overfit_batches": 0.0}
+                      "model_registry": None}
 
 
 def _drop_lightning_defaults(kwargs: dict[str, Any]) -> None:

@@ -40,8 +40,6 @@ REASONS: dict[str, str] = {
     "sync_batchnorm": "convert the model with torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) before fit",
     "model_registry": "Lightning's model registry is a hosted service; save with ModelCheckpoint",
     "enable_autolog_hparams": "ember always sends the hyperparameters to the loggers",
-    "overfit_batches": "use limit_train_batches=N and pass the training loader (unshuffled) as the validation "
-                       "loader too",
     "TQDMProgressBar.init_*_tqdm": "ember's bar is its own one-line bar, not tqdm's; override get_metrics() "
                                    "to change what it shows, or write a Callback that draws with tqdm",
     # Trainer attributes
@@ -58,25 +56,8 @@ REASONS: dict[str, str] = {
                                         "calls) instead",
     # LightningModule hooks ember's loop does not call (yet): a Module overriding one is refused when the class
     # is defined, instead of training without it. Each row lifts itself once ember.Module has the hook.
-    "LightningModule.optimizer_step": "wrap the optimizer step in on_before_optimizer_step / a scheduler, or use "
-                                      "manual optimization (automatic_optimization = False)",
-    "LightningModule.optimizer_zero_grad": "ember zeroes gradients with set_to_none after each step; use manual "
-                                           "optimization to zero them differently",
-    "LightningModule.lr_scheduler_step": "return a torch scheduler from configure_optimizers, or step it yourself "
-                                         "in on_train_batch_end",
-    "LightningModule.backward": "use on_before_backward / on_after_backward, or manual optimization with "
-                                "self.manual_backward",
-    "LightningModule.configure_model": "build the layers in __init__ or setup()",
-    "LightningModule.configure_sharded_model": "build the layers in __init__ or setup()",
-    "LightningModule.on_validation_model_eval": "the validation loop calls model.eval() and puts the training "
-                                                "mode back itself; change modes in on_validation_start/end",
-    "LightningModule.on_validation_model_train": "the validation loop calls model.eval() and puts the training "
-                                                 "mode back itself; change modes in on_validation_start/end",
-    "LightningModule.on_validation_model_zero_grad": "gradients are not zeroed before validation",
-    "LightningModule.on_test_model_eval": "the test loop calls model.eval() itself; change modes in on_test_start",
-    "LightningModule.on_test_model_train": "the test loop puts the training mode back itself",
-    "LightningModule.on_predict_model_eval": "the predict loop calls model.eval() itself; change modes in "
-                                             "on_predict_start",
+    "LightningModule.configure_sharded_model": "Lightning 2.x renamed it configure_model, which ember calls: build "
+                                               "the layers there",
     # Tuner-era and 1.x names
     "ProgressBarBase": "Lightning 1.x; use ProgressBar",
 }
