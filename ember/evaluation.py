@@ -97,7 +97,7 @@ def _put_back(modes: list[tuple[torch.nn.Module, bool]]) -> None:
 
 def evaluation_loop(trainer: Any, stage: str, run: EvalContext) -> list[dict[str, float]]:
     """One pass over the validation or test dataloaders; returns the epoch metrics per dataloader."""
-    model, callbacks, logs = trainer.lightning_module, run.callbacks, run.logs
+    model, logs = trainer.lightning_module, run.logs
     hooks = run.hooks[stage]
     names = hooks.names
     loaders = trainer.val_dataloaders if stage == "validate" else trainer.test_dataloaders
