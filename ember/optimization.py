@@ -15,6 +15,7 @@ accumulation window it is called with a closure that runs `training_step`, `zero
 from __future__ import annotations
 
 import functools
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -346,15 +347,7 @@ def _ran_already() -> None:
     return None
 
 
-class _NoContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
-_NO_CONTEXT = _NoContext()
+_NO_CONTEXT = contextlib.nullcontext()  # reusable: entering it does nothing
 
 
 def check_step_output(output: Any, manual: bool) -> torch.Tensor | None:

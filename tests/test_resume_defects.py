@@ -189,10 +189,7 @@ def test_worker_processes_make_a_mid_epoch_resume_warn(tmp_path):
     trainer = ember.Trainer(max_epochs=1, default_root_dir=tmp_path, enable_progress_bar=False,
                             enable_model_summary=False, logger=False, callbacks=[checkpoint])
     data = DataLoader(regression_data(80), batch_size=8, num_workers=2, shuffle=True)
-    try:
-        trainer.fit(Net(), data, ckpt_path=None)
-    finally:
-        pass
+    trainer.fit(Net(), data)
     path = tmp_path / "epoch=0-step=3.ckpt"
     saved = load_checkpoint(tmp_path / "last.ckpt")
     saved["loops"]["batches_done"], saved["loops"]["epoch_finished"] = 3, False  # make it mid-epoch

@@ -21,6 +21,7 @@ or exits when it sees that its parent changed.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import logging
 import os
@@ -183,7 +184,7 @@ class DDPStrategy(Strategy):
     def no_sync(self) -> Any:
         """Inside an accumulation window: backward without the gradient all-reduce."""
         if self._wrapped is None:
-            return _nothing()
+            return contextlib.nullcontext()
         return self._wrapped.no_sync()
 
     def shard(self) -> tuple[int, int]:
@@ -309,8 +310,6 @@ class DDPStrategy(Strategy):
                 child.kill()
                 child.wait()
 
-    def teardown(self) -> None:
-        pass
 
 
 class _TrainingStep(torch.nn.Module):
@@ -323,14 +322,6 @@ class _TrainingStep(torch.nn.Module):
 
     def forward(self, *args: Any) -> Any:
         return self.module.training_step(*args)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _ranks_from_environment() -> tuple[int, int, int]:
