@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 import warnings
 from typing import Any, Iterator, Mapping
 
@@ -218,9 +219,8 @@ class ResumableBatchSampler(BatchSampler):
 
     def __iter__(self) -> Iterator[list[int]]:
         start, self.start = self.start, 0  # the skip applies to one epoch only
-        for i, batch in enumerate(super().__iter__()):
-            if i >= start:
-                yield batch
+        batches = super().__iter__()
+        return itertools.islice(batches, start, None) if start else batches
 
 
 def make_resumable(loader: Any, seed: int, rank: int = 0, num_replicas: int = 1) -> tuple[Any, bool]:

@@ -228,10 +228,13 @@ class LogCollector:
                                 metric_attribute)
             self._stage._keys[key.full_name] = key
         name = key.full_name
-        if is_metric(value):
+        if type(value) is torch.Tensor and value.numel() == 1:
+            value = value.detach()  # (the common case of _to_scalar, inline)
+        elif is_metric(value):
             self._log_metric(key, value)
             return
-        value = self._to_scalar(name, value)
+        else:
+            value = self._to_scalar(name, value)
         if key.on_step:
             self._record_step(key, value)
         if key.on_epoch:

@@ -63,6 +63,18 @@ class Module(ManualOptimizationMixin, HyperparametersMixin, nn.Module):
         self._trainer = trainer
 
     def __getattr__(self, name: str) -> Any:
+        # `self.layer` in a step ends here (nn.Module keeps submodules, parameters and buffers out of the
+        # instance dict): found directly, without a second Python call into nn.Module.__getattr__
+        attributes = self.__dict__
+        modules = attributes.get("_modules")
+        if modules is not None and name in modules:
+            return modules[name]
+        parameters = attributes.get("_parameters")
+        if parameters is not None and name in parameters:
+            return parameters[name]
+        buffers = attributes.get("_buffers")
+        if buffers is not None and name in buffers:
+            return buffers[name]
         # note: an AttributeError (not RuntimeError) so that hasattr(model, "trainer") is False, which
         # torch.jit.trace relies on when it scans a module's attributes
         if name == "trainer":

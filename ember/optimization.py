@@ -15,7 +15,6 @@ accumulation window it is called with a closure that runs `training_step`, `zero
 from __future__ import annotations
 
 import functools
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -59,11 +58,13 @@ class Optimization:
         self._closure_step = False  # the window's last batch runs inside a closure given to the step
         self._in_optimizer_step = False  # the Module's optimizer_step is running
         self._warned_no_step = False
+        self.active_hooks: frozenset[str] = frozenset(PER_STEP_HOOKS)  # see configure
+        self._plain = False
 
     def configure(self) -> None:
         """Call `configure_optimizers`, check what it returned against the Trainer's arguments, and read
         which optimization hooks the Module overrides."""
-        from ember.module import Module, accepts, overrides
+        from ember.module import Module, accepts, defines, overrides
 
         model, trainer = self.model, self.trainer
         self.optimizers, self.lr_scheduler_configs = parse_optimizers(model.configure_optimizers(),
@@ -92,11 +93,22 @@ class Optimization:
                                                                            "configure_gradient_clipping")
         # training_step through the strategy (DDP wraps it), called (batch, batch_idx) or, for
         # `def training_step(self, batch)`, (batch): bound now, so a step pays no extra call for the choice
-        through_strategy = functools.partial(self.strategy.training_step, model)
+        from ember.strategies.single import Strategy
+
+        if type(self.strategy).training_step is Strategy.training_step:
+            through_strategy = model.training_step  # one process: nothing wraps it
+        else:
+            through_strategy = functools.partial(self.strategy.training_step, model)
         if accepts(model.training_step, "batch_idx", 2):
             self.call_training_step = through_strategy
         else:
             self.call_training_step = lambda batch, batch_idx: through_strategy(batch)
+        # The per-step hooks someone implements (a callback or the Module); the others are not called, so
+        # a run that uses none of them pays nothing for them. Read once per fit, as the callback list is.
+        self.active_hooks = frozenset(
+            name for name in PER_STEP_HOOKS if self.callbacks.has(name) or defines(model, name))
+        precision = self.precision
+        self._plain = precision.scaler is None and not precision.autocasts  # no scaling, no autocast
         self.make_views()
 
     def make_views(self) -> None:
@@ -109,15 +121,17 @@ class Optimization:
     def training_step(self, batch: Any, batch_idx: int, window_ends: bool) -> Any:
         """Automatic optimization of one batch: training_step, zero_grad at a window's first batch,
         backward, and a step if the window ends."""
-        # inside an accumulation window, several processes reduce gradients only on its last batch
-        with self.strategy.no_sync() if not window_ends else _NO_CONTEXT:
-            if window_ends and self._closure_step:
-                outputs = self._step_with_closure(batch, batch_idx)
-            else:
-                outputs, loss = self._forward_backward(batch, batch_idx)
-                if window_ends and loss is not None:
-                    self.optimizer_step(self.optimizers[0])
-        if batch_idx + 1 == self.trainer.num_training_batches:
+        if not window_ends:
+            # inside an accumulation window, several processes reduce gradients only on its last batch
+            with self.strategy.no_sync():
+                outputs, _ = self._forward_backward(batch, batch_idx)
+        elif self._closure_step:
+            outputs = self._step_with_closure(batch, batch_idx)
+        else:
+            outputs, loss = self._forward_backward(batch, batch_idx)
+            if loss is not None:
+                self.optimizer_step(self.optimizers[0])
+        if self.lr_scheduler_configs and batch_idx + 1 == self.trainer.num_training_batches:
             # Lightning steps the epoch-interval schedulers with the epoch's last batch, so the validation and
             # the hooks of the epoch's end see the new rate; ReduceLROnPlateau waits for the epoch's values
             self.step_schedulers("epoch", plateau=False)
@@ -126,8 +140,16 @@ class Optimization:
     def _forward_backward(self, batch: Any, batch_idx: int) -> tuple[Any, torch.Tensor | None]:
         """training_step, then (Lightning's order) zero_grad on a window's first batch, then backward.
         Returns the outputs and the loss that went backward (None when the user skipped the batch)."""
-        with self.logs.in_hook("training_step"), self.precision.forward_context():
-            outputs = self.call_training_step(batch, batch_idx)
+        logs = self.logs
+        previous, logs.hook = logs.hook, "training_step"  # (what `with logs.in_hook(...)` does, inline)
+        try:
+            if self._plain:
+                outputs = self.call_training_step(batch, batch_idx)
+            else:
+                with self.precision.forward_context():
+                    outputs = self.call_training_step(batch, batch_idx)
+        finally:
+            logs.hook = previous
         loss = check_step_output(outputs, manual=False)
         accumulate = self.trainer.accumulate_grad_batches  # read each batch: a callback may schedule it
         if batch_idx % accumulate == 0:
@@ -184,16 +206,23 @@ class Optimization:
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """The step after backward, when nothing asks for a closure: unscale, hooks, clip, step, count,
         step-interval schedulers."""
-        self._before_step(optimizer, clip=True)
-        self.precision.step(optimizer)
+        if not self._plain:
+            self._before_step(optimizer, clip=True)
+            self.precision.step(optimizer)
+        else:
+            if self.clip_each_step or "on_before_optimizer_step" in self.active_hooks:
+                self._before_step(optimizer, clip=True)
+            optimizer.step()
         self.count_step()
-        self.step_schedulers("step")
+        if self.lr_scheduler_configs:
+            self.step_schedulers("step")
 
     def zero_grad(self, batch_idx: int) -> None:
         optimizer, model = self.optimizers[0], self.model
-        with self.logs.in_hook("on_before_zero_grad"):
-            self.callbacks.on_before_zero_grad(self.trainer, model, optimizer)
-            model.on_before_zero_grad(optimizer)
+        if "on_before_zero_grad" in self.active_hooks:
+            with self.logs.in_hook("on_before_zero_grad"):
+                self.callbacks.on_before_zero_grad(self.trainer, model, optimizer)
+                model.on_before_zero_grad(optimizer)
         if self._custom_zero_grad:
             model.optimizer_zero_grad(self.state.epoch, batch_idx, optimizer)
         else:
@@ -219,17 +248,21 @@ class Optimization:
     # --- both ----------------------------------------------------------------------------------------
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        model, trainer, callbacks = self.model, self.trainer, self.callbacks
-        with self.logs.in_hook("on_before_backward"):
-            callbacks.on_before_backward(trainer, model, loss)
-            model.on_before_backward(loss)
+        model, trainer, callbacks, hooks = self.model, self.trainer, self.callbacks, self.active_hooks
+        if "on_before_backward" in hooks:
+            with self.logs.in_hook("on_before_backward"):
+                callbacks.on_before_backward(trainer, model, loss)
+                model.on_before_backward(loss)
         if self._custom_backward:
             model.backward(self.precision.scale(loss), *args, **kwargs)
+        elif self._plain:
+            loss.backward(*args, **kwargs)
         else:
             self.precision.backward(loss, *args, **kwargs)
-        with self.logs.in_hook("on_after_backward"):
-            callbacks.on_after_backward(trainer, model)
-            model.on_after_backward()
+        if "on_after_backward" in hooks:
+            with self.logs.in_hook("on_after_backward"):
+                callbacks.on_after_backward(trainer, model)
+                model.on_after_backward()
 
     def _step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None, clip: bool) -> Any:
         """Step `optimizer`; with a closure, the step hooks run after each call of it (when its backward
@@ -248,9 +281,10 @@ class Optimization:
     def _before_step(self, optimizer: torch.optim.Optimizer, clip: bool) -> None:
         model = self.model
         self.precision.unscale(optimizer)
-        with self.logs.in_hook("on_before_optimizer_step"):
-            self.callbacks.on_before_optimizer_step(self.trainer, model, optimizer)
-            model.on_before_optimizer_step(optimizer)
+        if "on_before_optimizer_step" in self.active_hooks:
+            with self.logs.in_hook("on_before_optimizer_step"):
+                self.callbacks.on_before_optimizer_step(self.trainer, model, optimizer)
+                model.on_before_optimizer_step(optimizer)
         if clip and self.clip_each_step:
             trainer = self.trainer
             model.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
@@ -347,7 +381,9 @@ def _ran_already() -> None:
     return None
 
 
-_NO_CONTEXT = contextlib.nullcontext()  # reusable: entering it does nothing
+# The hooks called around every training step; `Optimization.active_hooks` holds those someone implements.
+PER_STEP_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_zero_grad", "on_before_backward",
+                  "on_after_backward", "on_before_optimizer_step")
 
 
 def check_step_output(output: Any, manual: bool) -> torch.Tensor | None:

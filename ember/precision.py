@@ -58,6 +58,11 @@ class Precision:
             return batch
         return _map_floats(batch, dtype)
 
+    @property
+    def autocasts(self) -> bool:
+        """Whether the forward pass runs under autocast (the `-mixed` precisions)."""
+        return self.precision in ("bf16-mixed", "16-mixed")
+
     def forward_context(self) -> ContextManager:
         if self.precision == "bf16-mixed":
             return torch.autocast(self.device_type, dtype=torch.bfloat16)

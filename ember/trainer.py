@@ -256,6 +256,7 @@ class Trainer(TrainerProperties, Checkpointing):
             self._run_validation()
         stopped = start > 0 and self._stop_mid_epoch()  # resumed after a stop was decided mid-epoch
         batch_idx, exhausted = start - 1, False
+        validates, several = self.enable_validation and self._val_every != math.inf, self.world_size > 1
         while not stopped and batch_idx + 1 < self.num_training_batches:
             batch = next(iterator, _END)
             if batch is _END:
@@ -263,13 +264,17 @@ class Trainer(TrainerProperties, Checkpointing):
                 break
             batch_idx += 1
             self._train_batch(batch, batch_idx)
-            if self._validation_due():
+            if validates and self._validation_due():
                 self._run_validation()
-            self.should_stop, signalled = self.strategy.agree_on_stopping(self.should_stop,
-                                                                         self._interrupt.requested is not None)
-            if signalled and self._interrupt.requested is None:
-                self._interrupt.requested = "a signal on another rank"
-            stopped = self._stop_mid_epoch() or self._interrupt.requested is not None
+            if several:
+                state.should_stop, signalled = self.strategy.agree_on_stopping(
+                    state.should_stop, self._interrupt.requested is not None)
+                if signalled and self._interrupt.requested is None:
+                    self._interrupt.requested = "a signal on another rank"
+            stopped = state.should_stop or self.max_steps != -1 or self.max_time is not None \
+                or self._interrupt.requested is not None  # (the common case decided without a call)
+            if stopped:
+                stopped = self._stop_mid_epoch() or self._interrupt.requested is not None
         state.epoch_finished = batch_idx + 1 >= self.num_training_batches or exhausted
         if exhausted:
             self._end_unsized_epoch(batch_idx)
@@ -294,27 +299,35 @@ class Trainer(TrainerProperties, Checkpointing):
 
     def _train_batch(self, batch: Any, batch_idx: int) -> None:
         model, callbacks, logs, state = self.lightning_module, self._callbacks, self.log_collector, self.fit_state
+        optimization = self.optimization
+        hooks = optimization.active_hooks  # the per-step hooks someone implements
         batch = self._data.to_device(batch, 0)
         logs.start_batch(batch)
         state.stepped = False
-        with logs.in_hook("on_train_batch_start"):
-            callbacks.on_train_batch_start(self, model, batch, batch_idx)
-            model.on_train_batch_start(batch, batch_idx)
+        if "on_train_batch_start" in hooks:
+            with logs.in_hook("on_train_batch_start"):
+                callbacks.on_train_batch_start(self, model, batch, batch_idx)
+                model.on_train_batch_start(batch, batch_idx)
         if model.automatic_optimization:
-            window_ends = schedule.accumulation_window_ends(batch_idx, self.accumulate_grad_batches,
-                                                            self.num_training_batches)
-            outputs = self.optimization.training_step(batch, batch_idx, window_ends)
+            window_ends = (batch_idx + 1) % self.accumulate_grad_batches == 0 \
+                or batch_idx + 1 == self.num_training_batches  # (schedule.accumulation_window_ends, inline)
+            outputs = optimization.training_step(batch, batch_idx, window_ends)
         else:
             with logs.in_hook("training_step"), self._precision.forward_context():
                 outputs = self.optimization.call_training_step(batch, batch_idx)
             check_step_output(outputs, manual=True)
         state.batches_done = batch_idx + 1
         state.total_batches += 1
-        with logs.in_hook("on_train_batch_end"):
-            callbacks.on_train_batch_end(self, model, outputs, batch, batch_idx)
-            model.on_train_batch_end(outputs, batch, batch_idx)
+        if "on_train_batch_end" in hooks:  # (the progress bar's: with defaults, every step)
+            previous, logs.hook = logs.hook, "on_train_batch_end"  # `with logs.in_hook(...)`, inline
+            try:
+                callbacks.on_train_batch_end(self, model, outputs, batch, batch_idx)
+                model.on_train_batch_end(outputs, batch, batch_idx)
+            finally:
+                logs.hook = previous
         logs.batch = None  # let the batch's memory go before the next one is collated
-        self._flush_step_logs()
+        if optimization.flush_due:
+            self._flush_step_logs()
 
     def _end_unsized_epoch(self, batch_idx: int) -> None:
         """An iterable without a length ran out: validate once, and step on a short last accumulation window."""

@@ -123,6 +123,10 @@ class CallbackList(Callback):
     def __len__(self) -> int:
         return len(self.callbacks)
 
+    def has(self, hook: str) -> bool:
+        """Whether some callback of the list does something in `hook`."""
+        return bool(self._hooks[hook])
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         for hook in self._hooks["setup"]:
             hook(trainer, pl_module, stage=stage)

@@ -135,7 +135,9 @@ class ModelCheckpoint(Callback):
             self._all_logged_once, self._warned = None, set()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if self._skip(trainer) or not trainer.fit_state.stepped:
+        if not (self.every_n_train_steps or self.train_time_interval) or not trainer.fit_state.stepped:
+            return  # (the common case: saving by epoch, decided without reading the trainer's state)
+        if self._skip(trainer):
             return
         due = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
         if self.train_time_interval:
