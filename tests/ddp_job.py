@@ -1,7 +1,8 @@
 """The job of the DDP tests: one script, started once (ember starts the other rank) or by torchrun.
 
     python tests/ddp_job.py ROOT [--devices N] [--batch B] [--fail raise|sleep|kill --fail-rank R --fail-step S]
-                                 [--timeout SECONDS] [--resume] [--kill-step S] [--stop-rank R]
+                                 [--timeout SECONDS] [--resume] [--kill-step S] [--stop-rank R] [--shuffle]
+                                 [--torchmetrics]
 
 Writes ROOT/result-rank<R>.json (global_step, callback metrics, rank, world size) and ROOT/weights.pt
 (rank 0). Prints `pid <rank> <pid>` at start so the test can check that no process is left.
@@ -38,11 +39,17 @@ def data(n: int = 64) -> TensorDataset:
 
 
 class Net(ember.Module):
-    def __init__(self, fail: str | None = None, fail_rank: int = -1, fail_step: int = -1, stop_rank: int = -1):
+    def __init__(self, fail: str | None = None, fail_rank: int = -1, fail_step: int = -1, stop_rank: int = -1,
+                 torchmetrics: bool = False):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
         self.fail, self.fail_rank, self.fail_step, self.stop_rank = fail, fail_rank, fail_step, stop_rank
-        self.accuracy = None
+        self.train_acc = self.val_acc = None
+        if torchmetrics:  # imported only when asked: it adds a second to every process's start
+            from torchmetrics.classification import MulticlassAccuracy
+
+            self.train_acc = MulticlassAccuracy(2, average="micro")
+            self.val_acc = MulticlassAccuracy(2, average="micro")
 
     def training_step(self, batch, batch_idx):
         if self.global_rank == self.fail_rank and self.global_step == self.fail_step:
@@ -53,16 +60,28 @@ class Net(ember.Module):
             if self.fail == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
         x, y = batch
-        loss = F.cross_entropy(self.net(x), y)
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
         self.log("train_loss", loss, on_step=True, on_epoch=True, sync_dist=True)
         self.log("seen", float(len(x)), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
         self.log("rank_max", float(self.global_rank), on_step=False, on_epoch=True, reduce_fx="max",
                  sync_dist=True)
+        # values of the data, so that one process and two ranks must agree on each reduction
+        for fx in ("sum", "max", "min"):
+            self.log(f"x_{fx}", getattr(x[:, 0], fx)(), on_step=False, on_epoch=True, reduce_fx=fx, sync_dist=True)
+        self.log("x_mean", x[:, 0].mean(), on_step=False, on_epoch=True, sync_dist=True)
+        if self.train_acc is not None:  # a torchmetrics Metric syncs itself (its own dist_sync) in compute
+            self.train_acc(logits.argmax(1), y)
+            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self.net(x), y)
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        if self.val_acc is not None:
+            self.val_acc(logits.argmax(1), y)
+            self.log("val_acc", self.val_acc)
         # the value only rank `stop_rank` sees as worse: its EarlyStopping decides alone
         bad = 100.0 * self.current_epoch if self.global_rank == self.stop_rank else 0.0
         self.log("val_loss", loss + bad)
@@ -95,12 +114,13 @@ def main() -> None:
     parser.add_argument("--kill-step", type=int, default=-1)
     parser.add_argument("--stop-rank", type=int, default=-1)
     parser.add_argument("--shuffle", action="store_true")
+    parser.add_argument("--torchmetrics", action="store_true")
     args = parser.parse_args()
     root = Path(args.root)
     print(f"pid {os.environ.get('RANK', '0')} {os.getpid()}", flush=True)
 
     ember.seed_everything(0, verbose=False)
-    model = Net(args.fail, args.fail_rank, args.fail_step, args.stop_rank)
+    model = Net(args.fail, args.fail_rank, args.fail_step, args.stop_rank, args.torchmetrics)
     strategy = "auto"
     if args.timeout is not None:
         strategy = DDPStrategy(timeout=timedelta(seconds=args.timeout))

@@ -19,6 +19,9 @@ import ember
 
 HERE = Path(__file__).resolve().parent
 JOB = HERE / "ddp_job.py"
+sys.path.insert(0, str(HERE))
+
+from ddp_job import Net, data  # noqa: E402  (the job's model and data, to check its results here)
 
 
 def run_job(root: Path, *args: str, launcher: list[str] | None = None, timeout: float = 240) -> tuple[int, str, float]:
@@ -68,7 +71,7 @@ def weights(root: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     root = tmp_path_factory.mktemp("one")
-    code, output, _ = run_job(root, "--devices", "1", "--batch", "16")
+    code, output, _ = run_job(root, "--devices", "1", "--batch", "16", "--torchmetrics")
     assert code == 0, output[-3000:]
     return root
 
@@ -76,7 +79,7 @@ def one_process(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     root = tmp_path_factory.mktemp("two")
-    code, output, _ = run_job(root, "--devices", "2", "--batch", "8")
+    code, output, _ = run_job(root, "--devices", "2", "--batch", "8", "--torchmetrics")
     assert code == 0, output[-3000:]
     return root
 
@@ -93,6 +96,34 @@ def test_two_ranks_of_batch_8_give_one_process_of_batch_16(one_process, two_rank
         assert second["metrics"][name] == first["metrics"][name]
     assert first["metrics"]["seen"] == 64  # reduce_fx="sum" over both ranks, not multiplied by 2
     assert first["metrics"]["rank_max"] == 1.0
+
+
+def test_sync_dist_sum_max_min_mean_and_torchmetrics_accuracy_equal_one_process(one_process, two_ranks):
+    single, first, second = result(one_process), result(two_ranks, 0), result(two_ranks, 1)
+    x = data().tensors[0][:, 0]
+    expected = {"x_sum": x.sum(), "x_max": x.max(), "x_min": x.min(), "x_mean": x.mean()}
+    for name, value in expected.items():  # every rank holds the value over all 64 samples
+        assert single["metrics"][name] == pytest.approx(value.item(), abs=1e-5), name
+        assert first["metrics"][name] == pytest.approx(single["metrics"][name], abs=1e-5), name
+        assert second["metrics"][name] == first["metrics"][name], name
+    # torchmetrics Accuracy synced by its own dist_sync: over the 64 training / 20 validation samples
+    for name, total in (("train_acc", 64), ("val_acc", 20)):
+        assert first["metrics"][name] == pytest.approx(single["metrics"][name], abs=1e-6), name
+        assert second["metrics"][name] == first["metrics"][name], name
+        assert single["metrics"][name] * total == pytest.approx(round(single["metrics"][name] * total))
+
+
+def test_step_values_with_sync_dist_reach_the_logger_reduced(one_process, two_ranks):
+    def step_losses(root: Path) -> list[float]:
+        import csv
+
+        with open(root / "ember_logs" / "version_0" / "metrics.csv") as f:
+            return [float(r["train_loss_step"]) for r in csv.DictReader(f) if r.get("train_loss_step")]
+
+    single, two = step_losses(one_process), step_losses(two_ranks)
+    assert len(single) == len(two) == 8
+    # the mean of the two ranks' batch-of-8 losses is the loss of the one-process batch of 16
+    assert two == pytest.approx(single, abs=1e-5)
 
 
 def test_rank_zero_alone_writes_one_logger_version_and_one_checkpoint_folder(two_ranks):
@@ -117,9 +148,6 @@ def test_torchrun_starts_the_same_run(two_ranks, tmp_path):
 
 
 def test_a_checkpoint_of_two_ranks_loads_into_one_process(two_ranks, tmp_path):
-    sys.path.insert(0, str(HERE))
-    from ddp_job import Net, data
-
     saved = ember.checkpoint.load_checkpoint(two_ranks / "checkpoints" / "last.ckpt")
     assert not any(k.startswith("module.") for k in saved["state_dict"])
     model = Net()
