@@ -2,10 +2,11 @@
 
     python tests/ddp_job.py ROOT [--devices N] [--batch B] [--fail raise|sleep|kill --fail-rank R --fail-step S]
                                  [--timeout SECONDS] [--resume] [--kill-step S] [--stop-rank R] [--shuffle]
-                                 [--torchmetrics]
+                                 [--torchmetrics] [--spawn]
 
 Writes ROOT/result-rank<R>.json (global_step, callback metrics, rank, world size) and ROOT/weights.pt
-(rank 0). Prints `pid <rank> <pid>` at start so the test can check that no process is left.
+(rank 0; with --spawn the calling process writes both, from what came back). Prints `pid <rank> <pid>` at
+start and in setup so the test can check that no process is left.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class Net(ember.Module):
 
             self.train_acc = MulticlassAccuracy(2, average="micro")
             self.val_acc = MulticlassAccuracy(2, average="micro")
+
+    def setup(self, stage):  # each process says who it is (strategy='ddp_spawn' starts ranks the test cannot see)
+        print(f"pid {self.global_rank} {os.getpid()}", flush=True)
 
     def training_step(self, batch, batch_idx):
         if self.global_rank == self.fail_rank and self.global_step == self.fail_step:
@@ -115,13 +119,14 @@ def main() -> None:
     parser.add_argument("--stop-rank", type=int, default=-1)
     parser.add_argument("--shuffle", action="store_true")
     parser.add_argument("--torchmetrics", action="store_true")
+    parser.add_argument("--spawn", action="store_true", help="strategy='ddp_spawn'")
     args = parser.parse_args()
     root = Path(args.root)
     print(f"pid {os.environ.get('RANK', '0')} {os.getpid()}", flush=True)
 
     ember.seed_everything(0, verbose=False)
     model = Net(args.fail, args.fail_rank, args.fail_step, args.stop_rank, args.torchmetrics)
-    strategy = "auto"
+    strategy = "ddp_spawn" if args.spawn else "auto"
     if args.timeout is not None:
         strategy = DDPStrategy(timeout=timedelta(seconds=args.timeout))
     callbacks = [ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, every_n_train_steps=1)]
@@ -138,7 +143,7 @@ def main() -> None:
     result = {"rank": trainer.global_rank, "world_size": trainer.world_size, "global_step": trainer.global_step,
               "epoch": trainer.current_epoch, "threads": torch.get_num_threads(),
               "metrics": {k: v.item() for k, v in trainer.callback_metrics.items()},
-              "log_dir": trainer.log_dir}
+              "log_dir": trainer.log_dir, "best_model_path": trainer.checkpoint_callback.best_model_path}
     (root / f"result-rank{trainer.global_rank}.json").write_text(json.dumps(result))
     if trainer.is_global_zero:
         torch.save(model.state_dict(), root / "weights.pt")

@@ -214,3 +214,34 @@ def test_a_hydra_sweep_of_ddp_jobs_makes_one_run_folder_per_job(tmp_path):
         assert (sweep / job / ".hydra").is_dir()
         assert sorted(p.name for p in (sweep / job / "ember_logs").iterdir()) == ["version_0"]
         assert done.stdout.count(f"done in {sweep / job}") == 2  # both ranks ran this job
+
+
+def test_ddp_spawn_trains_as_one_process_and_brings_rank_zero_results_back(one_process, tmp_path):
+    code, output, _ = run_job(tmp_path, "--spawn", "--devices", "2", "--batch", "8")
+    assert code == 0, output[-3000:]
+    assert len({line.split()[2] for line in output.splitlines() if line.startswith("pid ")}) == 3  # caller + 2
+    one, spawned = weights(one_process), weights(tmp_path)  # saved from the caller's module after fit
+    assert max((one[k] - spawned[k]).abs().max().item() for k in one) < 1e-6
+    single, back = result(one_process), result(tmp_path)
+    assert back["global_step"] == single["global_step"] == 8 and back["epoch"] == 2
+    for name in ("train_loss_epoch", "seen", "val_seen", "x_sum"):
+        assert back["metrics"][name] == pytest.approx(single["metrics"][name], abs=1e-6), name
+    assert back["best_model_path"] == str(tmp_path / "checkpoints" / "epoch=1-step=8.ckpt")
+    assert back["log_dir"] == str(tmp_path / "ember_logs" / "version_0")
+    assert sorted(p.name for p in (tmp_path / "ember_logs").iterdir()) == ["version_0"]
+
+
+class _Unpicklable(ember.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(4, 2)
+        self.head.activation = lambda x: x.relu()  # a lambda cannot be pickled
+
+
+def test_ddp_spawn_names_what_cannot_be_pickled(tmp_path):
+    trainer = ember.Trainer(strategy="ddp_spawn", accelerator="cpu", devices=2, default_root_dir=tmp_path,
+                            logger=False, enable_progress_bar=False, enable_model_summary=False)
+    loader = torch.utils.data.DataLoader(data(8), batch_size=4)
+    with pytest.raises(TypeError, match=r"sends 'model' to each process by pickling, and model\.head\.activation "
+                                        r"cannot be pickled .*use strategy='ddp'"):
+        trainer.fit(_Unpicklable(), loader)

@@ -17,7 +17,7 @@ from ember.data import DataModule as LightningDataModule
 from ember.module import Module as LightningModule
 from ember.seed import seed_everything
 from ember.trainer import Trainer as _EmberTrainer
-from ember.lightning import callbacks, core, loggers, trainer, tuner, utilities
+from ember.lightning import callbacks, core, loggers, strategies, trainer, tuner, utilities
 
 
 class LightningDeprecationWarning(FutureWarning):
@@ -104,4 +104,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "callbacks", "core", "loggers",
-           "seed_everything", "trainer", "tuner", "utilities"]
+           "seed_everything", "strategies", "trainer", "tuner", "utilities"]

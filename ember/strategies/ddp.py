@@ -140,10 +140,7 @@ class DDPStrategy(Strategy):
 
     def _launch(self) -> None:
         """This process becomes local rank 0; start local ranks 1..N-1 running the same command."""
-        if self.num_nodes > 1 and "MASTER_ADDR" not in os.environ:
-            raise ValueError(f"Trainer(num_nodes={self.num_nodes}) needs to know where rank 0 is: start each "
-                             "machine with torchrun (--nnodes, --node-rank, --rdzv-endpoint), or set "
-                             "MASTER_ADDR, MASTER_PORT and NODE_RANK on every machine.")
+        check_nodes(self.num_nodes)
         command = _this_command()
         node_rank = int(os.environ.get("NODE_RANK", 0))
         env = dict(os.environ)
@@ -370,6 +367,14 @@ def _new_hydra_job() -> bool:
     started_for = os.environ.get(_JOB_ENV)
     hydra = _hydra_job()
     return bool(started_for) and hydra is not None and hydra[2] != started_for
+
+
+def check_nodes(num_nodes: int) -> None:
+    """Several machines: each must be told where rank 0 is."""
+    if num_nodes > 1 and "MASTER_ADDR" not in os.environ:
+        raise ValueError(f"Trainer(num_nodes={num_nodes}) needs to know where rank 0 is: start each machine "
+                         "with torchrun (--nnodes, --node-rank, --rdzv-endpoint), or set MASTER_ADDR, MASTER_PORT "
+                         "and NODE_RANK on every machine.")
 
 
 def _free_port() -> int:
