@@ -245,3 +245,12 @@ def test_ddp_spawn_names_what_cannot_be_pickled(tmp_path):
     with pytest.raises(TypeError, match=r"sends 'model' to each process by pickling, and model\.head\.activation "
                                         r"cannot be pickled .*use strategy='ddp'"):
         trainer.fit(_Unpicklable(), loader)
+
+
+@pytest.mark.slow  # the fast suite covers failures through strategy='ddp'; this is the spawn launcher's path
+def test_ddp_spawn_a_raising_rank_ends_every_rank_and_the_caller_names_it(tmp_path):
+    code, output, seconds = run_job(tmp_path, "--spawn", "--fail", "raise", "--fail-rank", "1", "--fail-step", "3")
+    assert code != 0
+    assert output.count("[rank 1] ValueError: planned failure on rank 1 at step 3") == 1
+    assert "RankFailure: Trainer(strategy='ddp_spawn'): rank 1 exited with code 1" in output
+    assert seconds < 90, seconds

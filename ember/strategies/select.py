@@ -41,6 +41,11 @@ def select_strategy(strategy: Any, accelerator: str, devices: Any, num_nodes: in
     return SingleDevice(torch.device("cuda", indices[0]))
 
 
+def device_count(accelerator: str, devices: Any) -> int:
+    """How many devices `Trainer(accelerator=..., devices=...)` runs on."""
+    return _resolve_devices(devices, _resolve_accelerator(accelerator))[0]
+
+
 def _launched_by_torchrun(strategy: Any) -> bool:
     """Started by torchrun with several processes: the Trainer joins their group even with strategy='auto'."""
     return strategy in ("auto", None) and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ
