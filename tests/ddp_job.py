@@ -2,7 +2,7 @@
 
     python tests/ddp_job.py ROOT [--devices N] [--batch B] [--fail raise|sleep|kill --fail-rank R --fail-step S]
                                  [--timeout SECONDS] [--resume] [--kill-step S] [--stop-rank R] [--shuffle]
-                                 [--torchmetrics] [--spawn]
+                                 [--torchmetrics] [--spawn] [--accelerator gpu] [--ddp]
 
 Writes ROOT/result-rank<R>.json (global_step, callback metrics, rank, world size) and ROOT/weights.pt
 (rank 0; with --spawn the calling process writes both, from what came back). Prints `pid <rank> <pid>` at
@@ -120,13 +120,15 @@ def main() -> None:
     parser.add_argument("--shuffle", action="store_true")
     parser.add_argument("--torchmetrics", action="store_true")
     parser.add_argument("--spawn", action="store_true", help="strategy='ddp_spawn'")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--ddp", action="store_true", help="strategy='ddp' even on one device")
     args = parser.parse_args()
     root = Path(args.root)
     print(f"pid {os.environ.get('RANK', '0')} {os.getpid()}", flush=True)
 
     ember.seed_everything(0, verbose=False)
     model = Net(args.fail, args.fail_rank, args.fail_step, args.stop_rank, args.torchmetrics)
-    strategy = "ddp_spawn" if args.spawn else "auto"
+    strategy = "ddp_spawn" if args.spawn else "ddp" if args.ddp else "auto"
     if args.timeout is not None:
         strategy = DDPStrategy(timeout=timedelta(seconds=args.timeout))
     callbacks = [ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, every_n_train_steps=1)]
@@ -134,7 +136,7 @@ def main() -> None:
         callbacks.append(Killer(args.kill_step))
     if args.stop_rank >= 0:
         callbacks.append(EarlyStopping("val_loss", patience=0))
-    trainer = ember.Trainer(accelerator="cpu", devices=args.devices, strategy=strategy, max_epochs=args.epochs,
+    trainer = ember.Trainer(accelerator=args.accelerator, devices=args.devices, strategy=strategy, max_epochs=args.epochs,
                             default_root_dir=root, enable_progress_bar=False, enable_model_summary=False,
                             num_sanity_val_steps=0, log_every_n_steps=1, callbacks=callbacks, deterministic=True)
     train = DataLoader(data(), batch_size=args.batch, shuffle=args.shuffle)
@@ -143,7 +145,8 @@ def main() -> None:
     result = {"rank": trainer.global_rank, "world_size": trainer.world_size, "global_step": trainer.global_step,
               "epoch": trainer.current_epoch, "threads": torch.get_num_threads(),
               "metrics": {k: v.item() for k, v in trainer.callback_metrics.items()},
-              "log_dir": trainer.log_dir, "best_model_path": trainer.checkpoint_callback.best_model_path}
+              "log_dir": trainer.log_dir, "device": str(trainer.strategy.root_device),
+              "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None, "best_model_path": trainer.checkpoint_callback.best_model_path}
     (root / f"result-rank{trainer.global_rank}.json").write_text(json.dumps(result))
     if trainer.is_global_zero:
         torch.save(model.state_dict(), root / "weights.pt")

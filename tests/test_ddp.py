@@ -254,3 +254,28 @@ def test_ddp_spawn_a_raising_rank_ends_every_rank_and_the_caller_names_it(tmp_pa
     assert output.count("[rank 1] ValueError: planned failure on rank 1 at step 3") == 1
     assert "RankFailure: Trainer(strategy='ddp_spawn'): rank 1 exited with code 1" in output
     assert seconds < 90, seconds
+
+
+GPUS = torch.cuda.device_count()
+
+
+@pytest.mark.skipif(GPUS < 1, reason=f"the NCCL path needs a CUDA GPU; this machine has {GPUS}")
+def test_nccl_on_one_gpu_trains_as_the_cpu_process(one_process, tmp_path):
+    code, output, _ = run_job(tmp_path, "--accelerator", "gpu", "--ddp", "--devices", "1", "--batch", "16")
+    assert code == 0, output[-3000:]
+    assert result(tmp_path)["backend"] == "nccl" and result(tmp_path)["device"] == "cuda:0"
+    one, gpu = weights(one_process), weights(tmp_path)
+    assert max((one[k] - gpu[k].cpu()).abs().max().item() for k in one) < 1e-4  # CUDA kernels round differently
+
+
+@pytest.mark.skipif(GPUS < 2, reason=f"2 NCCL ranks need 2 CUDA GPUs (one each); this machine has {GPUS}")
+def test_two_gpu_ranks_on_nccl_give_the_one_process_result(one_process, tmp_path):
+    code, output, _ = run_job(tmp_path, "--accelerator", "gpu", "--devices", "2", "--batch", "8")
+    assert code == 0, output[-3000:]
+    first, second = result(tmp_path, 0), result(tmp_path, 1)
+    assert first["backend"] == second["backend"] == "nccl"
+    assert (first["device"], second["device"]) == ("cuda:0", "cuda:1")
+    assert first["global_step"] == second["global_step"] == result(one_process)["global_step"]
+    one, gpu = weights(one_process), weights(tmp_path)
+    assert max((one[k] - gpu[k].cpu()).abs().max().item() for k in one) < 1e-4
+    assert first["metrics"]["seen"] == 64
