@@ -49,7 +49,8 @@ METRICS = {
     "compute": [LOOP, LOOP_CPU, WALL, CPU],
     "ddp": [
         Metric("loop, µs/global step", "us_per_step", "{:.0f}", ratio=True, delta="loop overhead, µs/step"),
-        Metric("rank 0 loop CPU, µs/step", "cpu_us_per_step", "{:.0f}", ratio=True),
+        Metric("rank 0 loop CPU, µs/step", "cpu_us_per_step", "{:.0f}", ratio=True,
+               delta="loop CPU overhead, µs/step"),
         WALL,
         FIRST,
     ],

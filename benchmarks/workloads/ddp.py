@@ -29,6 +29,24 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _plain_loop(model, loader, epochs, sampler=None):
+    """Adam on cross-entropy, timed per step; `sampler` (a DistributedSampler) is told each epoch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    clock = common.StepClock()
+    model.train()
+    for epoch in range(epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for batch_idx, (xb, yb) in enumerate(loader):
+            clock.batch_start(batch_idx)
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            clock.batch_end(batch_idx)
+    return clock.loop_result()
+
+
 def _handwritten_rank(rank, params, port, out):
     """One process of the hand-written DDP loop (started by torch.multiprocessing)."""
     import torch.distributed as dist
@@ -44,20 +62,9 @@ def _handwritten_rank(rank, params, port, out):
     sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
     loader = DataLoader(dataset, batch_size=params["batch_size"], sampler=sampler)
     model = DistributedDataParallel(common.mlp(params["sizes"]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    clock = common.StepClock()
-    model.train()
-    for epoch in range(params["epochs"]):
-        sampler.set_epoch(epoch)
-        for batch_idx, (xb, yb) in enumerate(loader):
-            clock.batch_start(batch_idx)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()  # the gradient all-reduce happens here
-            optimizer.step()
-            clock.batch_end(batch_idx)
+    result = _plain_loop(model, loader, params["epochs"], sampler)  # backward all-reduces the gradients
     if rank == 0:
-        Path(out).write_text(json.dumps(clock.loop_result()))
+        Path(out).write_text(json.dumps(result))
     dist.destroy_process_group()
 
 
@@ -74,19 +81,8 @@ def run_handwritten_one(params, workdir):
     torch.manual_seed(0)
     x, y = common.classification_data(params["n_samples"], params["sizes"][0], params["sizes"][-1])
     train_loader = common.loader(x, y, 2 * params["batch_size"], shuffle=True)
-    model = common.mlp(params["sizes"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    clock = common.StepClock()
-    model.train()
-    for _ in range(params["epochs"]):
-        for batch_idx, (xb, yb) in enumerate(train_loader):
-            clock.batch_start(batch_idx)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            clock.batch_end(batch_idx)
-    return {**clock.loop_result(), "info": {"framework": "torch " + torch.__version__}}
+    result = _plain_loop(common.mlp(params["sizes"]), train_loader, params["epochs"])
+    return {**result, "info": {"framework": "torch " + torch.__version__}}
 
 
 def run_trainer(framework_name, devices, params, workdir):
