@@ -46,14 +46,16 @@ class Net(ember.Module):
         self.net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
         self.fail, self.fail_rank, self.fail_step, self.stop_rank = fail, fail_rank, fail_step, stop_rank
         self.train_acc = self.val_acc = None
+        self.spawned = False
         if torchmetrics:  # imported only when asked: it adds a second to every process's start
             from torchmetrics.classification import MulticlassAccuracy
 
             self.train_acc = MulticlassAccuracy(2, average="micro")
             self.val_acc = MulticlassAccuracy(2, average="micro")
 
-    def setup(self, stage):  # each process says who it is (strategy='ddp_spawn' starts ranks the test cannot see)
-        print(f"pid {self.global_rank} {os.getpid()}", flush=True)
+    def setup(self, stage):  # the ranks strategy='ddp_spawn' starts say who they are (the test cannot see them)
+        if self.spawned:
+            print(f"pid {self.global_rank} {os.getpid()}", flush=True)
 
     def training_step(self, batch, batch_idx):
         if self.global_rank == self.fail_rank and self.global_step == self.fail_step:
@@ -128,6 +130,7 @@ def main() -> None:
 
     ember.seed_everything(0, verbose=False)
     model = Net(args.fail, args.fail_rank, args.fail_step, args.stop_rank, args.torchmetrics)
+    model.spawned = args.spawn
     strategy = "ddp_spawn" if args.spawn else "ddp" if args.ddp else "auto"
     if args.timeout is not None:
         strategy = DDPStrategy(timeout=timedelta(seconds=args.timeout))
