@@ -193,6 +193,7 @@ def test_lightning_1x_ddp_accelerators_select_the_2x_strategy(tmp_path, old, new
 
     trainer, message = one_note(lambda: pl.Trainer(accelerator=old, devices=2, default_root_dir=tmp_path))
     assert type(trainer.strategy) is (DDPSpawnStrategy if new == "ddp_spawn" else DDPStrategy)
+    assert (pl.strategies.DDPStrategy, pl.strategies.DDPSpawnStrategy) == (DDPStrategy, DDPSpawnStrategy)
     assert trainer.world_size == 2
     assert f"Trainer(accelerator={old!r}) is Lightning 1.x; in 2.x it is strategy={new!r}" in message
     assert message.endswith(f"ember runs strategy={new!r}.")
