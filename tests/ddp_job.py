@@ -149,7 +149,10 @@ def main() -> None:
               "epoch": trainer.current_epoch, "threads": torch.get_num_threads(),
               "metrics": {k: v.item() for k, v in trainer.callback_metrics.items()},
               "log_dir": trainer.log_dir, "device": str(trainer.strategy.root_device),
-              "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None, "best_model_path": trainer.checkpoint_callback.best_model_path}
+              "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+              "best_model_path": trainer.checkpoint_callback.best_model_path}
+    if args.spawn:  # a second launch, of the best checkpoint the first one brought back
+        result["validated"] = trainer.validate(dataloaders=val, ckpt_path="best", verbose=False)[0]
     (root / f"result-rank{trainer.global_rank}.json").write_text(json.dumps(result))
     if trainer.is_global_zero:
         torch.save(model.state_dict(), root / "weights.pt")

@@ -221,7 +221,7 @@ def test_a_hydra_sweep_of_ddp_jobs_makes_one_run_folder_per_job(tmp_path):
 def test_ddp_spawn_trains_as_one_process_and_brings_rank_zero_results_back(one_process, tmp_path):
     code, output, _ = run_job(tmp_path, "--spawn", "--devices", "2", "--batch", "8")
     assert code == 0, output[-3000:]
-    assert len(set(re.findall(r"pid \d+ (\d+)", output))) == 3  # the caller and the 2 ranks it started
+    assert len(set(re.findall(r"pid \d+ (\d+)", output))) == 5  # the caller, 2 ranks for fit, 2 for validate
     one, spawned = weights(one_process), weights(tmp_path)  # saved from the caller's module after fit
     assert max((one[k] - spawned[k]).abs().max().item() for k in one) < 1e-6
     single, back = result(one_process), result(tmp_path)
@@ -231,6 +231,9 @@ def test_ddp_spawn_trains_as_one_process_and_brings_rank_zero_results_back(one_p
     assert back["best_model_path"] == str(tmp_path / "checkpoints" / "epoch=1-step=8.ckpt")
     assert back["log_dir"] == str(tmp_path / "ember_logs" / "version_0")
     assert sorted(p.name for p in (tmp_path / "ember_logs").iterdir()) == ["version_0"]
+    # then trainer.validate(ckpt_path="best") in the caller: a second launch, whose metrics come back
+    assert back["validated"]["val_seen"] == 20  # both ranks' halves of the 20 samples, summed
+    assert back["validated"]["val_loss"] == pytest.approx(back["metrics"]["val_loss"], abs=1e-6)
 
 
 class _Unpicklable(ember.Module):
