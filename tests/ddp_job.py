@@ -76,6 +76,8 @@ class Net(ember.Module):
         for fx in ("sum", "max", "min"):
             self.log(f"x_{fx}", getattr(x[:, 0], fx)(), on_step=False, on_epoch=True, reduce_fx=fx, sync_dist=True)
         self.log("x_mean", x[:, 0].mean(), on_step=False, on_epoch=True, sync_dist=True)
+        if self.global_rank == 0:  # logged by rank 0 alone: rank_zero_only keeps it out of the reductions
+            self.log("rank0_only", 7.0, on_step=False, on_epoch=True, sync_dist=True, rank_zero_only=True)
         if self.train_acc is not None:  # a torchmetrics Metric syncs itself (its own dist_sync) in compute
             self.train_acc(logits.argmax(1), y)
             self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)

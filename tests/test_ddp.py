@@ -113,6 +113,9 @@ def test_sync_dist_sum_max_min_mean_and_torchmetrics_accuracy_equal_one_process(
         assert first["metrics"][name] == pytest.approx(single["metrics"][name], abs=1e-6), name
         assert second["metrics"][name] == first["metrics"][name], name
         assert single["metrics"][name] * total == pytest.approx(round(single["metrics"][name] * total))
+    # rank_zero_only=True: rank 0's own value, not reduced with the other rank (which never logged it)
+    assert first["metrics"]["rank0_only"] == single["metrics"]["rank0_only"] == 7.0
+    assert "rank0_only" not in second["metrics"]
 
 
 def test_step_values_with_sync_dist_reach_the_logger_reduced(one_process, two_ranks):
