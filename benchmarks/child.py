@@ -12,6 +12,7 @@ Example:
 import argparse
 import importlib
 import json
+import os
 import resource
 import shutil
 import sys
@@ -43,6 +44,8 @@ def main(argv=None):
         result = workload.CONTENDERS[args.contender](json.loads(args.params), workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+        return  # a second DDP process, started by running this command again: rank 0 reports
     # Linux reports ru_maxrss in KiB.
     result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with open(args.outfile, "w") as f:

@@ -17,6 +17,12 @@ LABELS = {
     "ember": "ember",
     "lightning": "Lightning",
     "python": "python -c pass",
+    "handwritten-ddp": "hand-written DDP",
+    "ember-ddp": "ember DDP",
+    "lightning-ddp": "Lightning DDP",
+    "handwritten-1": "hand-written, 1 process",
+    "ember-1": "ember, 1 process",
+    "lightning-1": "Lightning, 1 process",
 }
 
 
@@ -41,6 +47,13 @@ METRICS = {
     "step_overhead": [LOOP, LOOP_CPU, WALL, CPU, FIRST],
     "logging": [LOOP, LOOP_CPU, WALL, CPU],
     "compute": [LOOP, LOOP_CPU, WALL, CPU],
+    "ddp": [
+        Metric("loop, µs/global step", "us_per_step", "{:.0f}", ratio=True, delta="loop overhead, µs/step"),
+        Metric("rank 0 loop CPU, µs/step", "cpu_us_per_step", "{:.0f}", ratio=True,
+               delta="loop CPU overhead, µs/step"),
+        WALL,
+        FIRST,
+    ],
     "imports": [
         Metric("process wall, s", "wall_s", "{:.3f}", ratio=True, delta="over import torch, s"),
         Metric("process CPU, s", "cpu_s", "{:.3f}", ratio=True, delta="CPU over import torch, s"),

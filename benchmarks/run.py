@@ -145,6 +145,24 @@ WORKLOADS = {
             "includes waiting for the disk (a checkpoint's fsync); CPU time does not."
         ),
     ),
+    "ddp": dict(
+        title="8. DDP on 2 CPU processes",
+        module="ddp",
+        contenders=["handwritten-ddp", "ember-ddp", "lightning-ddp", "handwritten-1", "ember-1", "lightning-1"],
+        full=dict(sizes=[64, 128, 10], n_samples=12_800, batch_size=32, epochs=2),
+        quick=dict(sizes=[64, 128, 10], n_samples=6_400, batch_size=32, epochs=1),
+        description=(
+            "Workload 1's MLP, Adam, {n_samples:,} samples shuffled, {epochs} epoch(s), global batch "
+            "{global_batch} ({global_steps} global steps): DDP contenders run 2 gloo processes of batch "
+            "{batch_size} (one torch thread each), the *1 process* ones one process of batch {global_batch}. "
+            "Loop = rank 0's first batch start to last batch end per global step. Hand-written DDP: "
+            "torch.distributed + DistributedDataParallel + DistributedSampler, processes from "
+            "torch.multiprocessing; ember and Lightning: `Trainer(accelerator='cpu', devices=2, "
+            "strategy='ddp')`, bare, each re-running the command for its second process. The overhead row "
+            "is each contender minus hand-written DDP. Process wall includes starting both processes and "
+            "the process group."
+        ),
+    ),
 }
 
 
@@ -158,6 +176,9 @@ def describe(key, params):
         extra["skipped"] = params["ckpt_step"] * params["batch_size"]
     if key == "epoch_boundary":
         extra["boundaries"] = params["epochs"] - 1
+    if key == "ddp":
+        extra["global_batch"] = 2 * params["batch_size"]
+        extra["global_steps"] = params["epochs"] * -(-params["n_samples"] // (2 * params["batch_size"]))
     return WORKLOADS[key]["description"].format(**params, **extra)
 
 

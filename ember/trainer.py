@@ -1,11 +1,10 @@
 """Trainer: fit, validate, test and predict a Module.
 
-This file holds the entry points and the fit loop, read top to bottom: `fit` -> `_fit` -> `_train_epoch`
--> `_train_batch`. The loops decide *when*; what happens is decided elsewhere, each in one place:
-`schedule.py` (when to validate, step, stop), `optimization.py` (backward, steps, schedulers),
-`evaluation.py` (validation, test and predict loops), `data.py` (loaders, batch transfer),
-`checkpoint.py` (the checkpoint's named parts), `arguments.py` (argument checks), `state.py` (the loop
-state). The order of the hooks is the table in docs/hooks.md.
+This file holds the entry points and the fit loop, read top to bottom: `fit` -> `_fit` -> `_train_epoch` ->
+`_train_batch`. The loops decide *when*; what happens is decided elsewhere, each in one place: `schedule.py` (when
+to validate, step, stop), `optimization.py` (backward, steps, schedulers), `evaluation.py` (validation, test and
+predict loops), `data.py` (loaders, batch transfer), `checkpoint.py` (the checkpoint's named parts), `arguments.py`
+(argument checks), `state.py` (the loop state). The order of the hooks is the table in docs/hooks.md.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from ember.precision import Precision, parse_precision
 from ember.resume import Checkpointing
 from ember.seed import draw_data_seed
 from ember.state import FitState
-from ember.strategies import Strategy, select_strategy
+from ember.strategies import Strategy, launched, select_strategy
 from ember.trainer_properties import TrainerProperties
 
 log = logging.getLogger("ember")
@@ -180,6 +179,7 @@ class Trainer(TrainerProperties, Checkpointing):
 
     # --- fit -------------------------------------------------------------------------------------
 
+    @launched  # strategy='ddp_spawn' runs it in new processes
     def fit(self, model: Module, train_dataloaders: Any = None, val_dataloaders: Any = None,
             datamodule: DataModule | None = None, ckpt_path: str | os.PathLike | None = None) -> None:
         """Train `model`; resume from `ckpt_path` ('last', a path, or None to start fresh).
@@ -240,13 +240,12 @@ class Trainer(TrainerProperties, Checkpointing):
     def _train_epoch(self) -> None:
         model, callbacks, logs, state = self.lightning_module, self._callbacks, self.log_collector, self.fit_state
         start = state.batches_done  # > 0 only when resuming in the middle of an epoch
-        if start == 0:
-            self._maybe_reload_dataloaders()
-        iterator = self._data.epoch_iterator(self.train_dataloader, state.epoch, start, state.data_seed)
-        steps_before = state.global_step
         logs.use("train")
         if start == 0:
+            self._maybe_reload_dataloaders()
             logs.reset_stage()
+        iterator = self._data.epoch_iterator(self.train_dataloader, state.epoch, start, state.data_seed)
+        steps_before = state.global_step
         with logs.in_hook("on_train_epoch_start"):  # (no model.train(), as in Lightning: set modes stay)
             callbacks.on_train_epoch_start(self, model)
             model.on_train_epoch_start()
@@ -381,6 +380,7 @@ class Trainer(TrainerProperties, Checkpointing):
         """
         return self._evaluate_entry("test", model, dataloaders, ckpt_path, verbose, datamodule)
 
+    @launched
     def _evaluate_entry(self, stage: str, model: Module | None, dataloaders: Any, ckpt_path: Any,
                         verbose: bool, datamodule: DataModule | None) -> list[dict[str, float]]:
         if isinstance(dataloaders, DataModule):
@@ -410,6 +410,7 @@ class Trainer(TrainerProperties, Checkpointing):
         evaluation_loop(self, "validate", self._eval_context())
         self.log_collector.use("train")
 
+    @launched
     def predict(self, model: Module | None = None, dataloaders: Any = None, datamodule: DataModule | None = None,
                 return_predictions: bool | None = None, ckpt_path: Any = None) -> list[Any] | None:
         """Run `predict_step` over the predict dataloaders; returns the outputs (a list per dataloader

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,9 @@ import ember
 
 HERE = Path(__file__).resolve().parent
 JOB = HERE / "ddp_job.py"
+sys.path.insert(0, str(HERE))
+
+from ddp_job import Net, data  # noqa: E402  (the job's model and data, to check its results here)
 
 
 def run_job(root: Path, *args: str, launcher: list[str] | None = None, timeout: float = 240) -> tuple[int, str, float]:
@@ -37,7 +41,8 @@ def run_job(root: Path, *args: str, launcher: list[str] | None = None, timeout: 
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     seconds = time.monotonic() - start
-    pids = [int(line.split()[2]) for line in output.splitlines() if line.startswith("pid ")]
+    # the processes share one pipe: a line of one may run into another's, so no line structure is assumed
+    pids = [int(pid) for pid in re.findall(r"pid \d+ (\d+)", output)]
     time.sleep(0.5)
     left = [pid for pid in pids if _alive(pid)]
     for pid in left:
@@ -68,7 +73,7 @@ def weights(root: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     root = tmp_path_factory.mktemp("one")
-    code, output, _ = run_job(root, "--devices", "1", "--batch", "16")
+    code, output, _ = run_job(root, "--devices", "1", "--batch", "16", "--torchmetrics")
     assert code == 0, output[-3000:]
     return root
 
@@ -76,7 +81,7 @@ def one_process(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     root = tmp_path_factory.mktemp("two")
-    code, output, _ = run_job(root, "--devices", "2", "--batch", "8")
+    code, output, _ = run_job(root, "--devices", "2", "--batch", "8", "--torchmetrics")
     assert code == 0, output[-3000:]
     return root
 
@@ -93,6 +98,37 @@ def test_two_ranks_of_batch_8_give_one_process_of_batch_16(one_process, two_rank
         assert second["metrics"][name] == first["metrics"][name]
     assert first["metrics"]["seen"] == 64  # reduce_fx="sum" over both ranks, not multiplied by 2
     assert first["metrics"]["rank_max"] == 1.0
+
+
+def test_sync_dist_sum_max_min_mean_and_torchmetrics_accuracy_equal_one_process(one_process, two_ranks):
+    single, first, second = result(one_process), result(two_ranks, 0), result(two_ranks, 1)
+    x = data().tensors[0][:, 0]
+    expected = {"x_sum": x.sum(), "x_max": x.max(), "x_min": x.min(), "x_mean": x.mean()}
+    for name, value in expected.items():  # every rank holds the value over all 64 samples
+        assert single["metrics"][name] == pytest.approx(value.item(), abs=1e-5), name
+        assert first["metrics"][name] == pytest.approx(single["metrics"][name], abs=1e-5), name
+        assert second["metrics"][name] == first["metrics"][name], name
+    # torchmetrics Accuracy synced by its own dist_sync: over the 64 training / 20 validation samples
+    for name, total in (("train_acc", 64), ("val_acc", 20)):
+        assert first["metrics"][name] == pytest.approx(single["metrics"][name], abs=1e-6), name
+        assert second["metrics"][name] == first["metrics"][name], name
+        assert single["metrics"][name] * total == pytest.approx(round(single["metrics"][name] * total))
+    # rank_zero_only=True: rank 0's own value, not reduced with the other rank (which never logged it)
+    assert first["metrics"]["rank0_only"] == single["metrics"]["rank0_only"] == 7.0
+    assert "rank0_only" not in second["metrics"]
+
+
+def test_step_values_with_sync_dist_reach_the_logger_reduced(one_process, two_ranks):
+    def step_losses(root: Path) -> list[float]:
+        import csv
+
+        with open(root / "ember_logs" / "version_0" / "metrics.csv") as f:
+            return [float(r["train_loss_step"]) for r in csv.DictReader(f) if r.get("train_loss_step")]
+
+    single, two = step_losses(one_process), step_losses(two_ranks)
+    assert len(single) == len(two) == 8
+    # the mean of the two ranks' batch-of-8 losses is the loss of the one-process batch of 16
+    assert two == pytest.approx(single, abs=1e-5)
 
 
 def test_rank_zero_alone_writes_one_logger_version_and_one_checkpoint_folder(two_ranks):
@@ -117,9 +153,6 @@ def test_torchrun_starts_the_same_run(two_ranks, tmp_path):
 
 
 def test_a_checkpoint_of_two_ranks_loads_into_one_process(two_ranks, tmp_path):
-    sys.path.insert(0, str(HERE))
-    from ddp_job import Net, data
-
     saved = ember.checkpoint.load_checkpoint(two_ranks / "checkpoints" / "last.ckpt")
     assert not any(k.startswith("module.") for k in saved["state_dict"])
     model = Net()
@@ -186,3 +219,71 @@ def test_a_hydra_sweep_of_ddp_jobs_makes_one_run_folder_per_job(tmp_path):
         assert (sweep / job / ".hydra").is_dir()
         assert sorted(p.name for p in (sweep / job / "ember_logs").iterdir()) == ["version_0"]
         assert done.stdout.count(f"done in {sweep / job}") == 2  # both ranks ran this job
+
+
+def test_ddp_spawn_trains_as_one_process_and_brings_rank_zero_results_back(one_process, tmp_path):
+    code, output, _ = run_job(tmp_path, "--spawn", "--devices", "2", "--batch", "8")
+    assert code == 0, output[-3000:]
+    assert len(set(re.findall(r"pid \d+ (\d+)", output))) == 5  # the caller, 2 ranks for fit, 2 for validate
+    one, spawned = weights(one_process), weights(tmp_path)  # saved from the caller's module after fit
+    assert max((one[k] - spawned[k]).abs().max().item() for k in one) < 1e-6
+    single, back = result(one_process), result(tmp_path)
+    assert back["global_step"] == single["global_step"] == 8 and back["epoch"] == 2
+    for name in ("train_loss_epoch", "seen", "val_seen", "x_sum"):
+        assert back["metrics"][name] == pytest.approx(single["metrics"][name], abs=1e-6), name
+    assert back["best_model_path"] == str(tmp_path / "checkpoints" / "epoch=1-step=8.ckpt")
+    assert back["log_dir"] == str(tmp_path / "ember_logs" / "version_0")
+    assert sorted(p.name for p in (tmp_path / "ember_logs").iterdir()) == ["version_0"]
+    # then trainer.validate(ckpt_path="best") in the caller: a second launch, whose metrics come back
+    assert back["validated"]["val_seen"] == 20  # both ranks' halves of the 20 samples, summed
+    assert back["validated"]["val_loss"] == pytest.approx(back["metrics"]["val_loss"], abs=1e-6)
+
+
+class _Unpicklable(ember.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(4, 2)
+        self.head.activation = lambda x: x.relu()  # a lambda cannot be pickled
+
+
+def test_ddp_spawn_names_what_cannot_be_pickled(tmp_path):
+    trainer = ember.Trainer(strategy="ddp_spawn", accelerator="cpu", devices=2, default_root_dir=tmp_path,
+                            logger=False, enable_progress_bar=False, enable_model_summary=False)
+    loader = torch.utils.data.DataLoader(data(8), batch_size=4)
+    with pytest.raises(TypeError, match=r"sends 'model' to each process by pickling, and model\.head\.activation "
+                                        r"cannot be pickled .*use strategy='ddp'"):
+        trainer.fit(_Unpicklable(), loader)
+
+
+@pytest.mark.slow  # the fast suite covers failures through strategy='ddp'; this is the spawn launcher's path
+def test_ddp_spawn_a_raising_rank_ends_every_rank_and_the_caller_names_it(tmp_path):
+    code, output, seconds = run_job(tmp_path, "--spawn", "--fail", "raise", "--fail-rank", "1", "--fail-step", "3")
+    assert code != 0
+    assert output.count("[rank 1] ValueError: planned failure on rank 1 at step 3") == 1
+    assert "RankFailure: Trainer(strategy='ddp_spawn'): rank 1 exited with code 1" in output
+    assert seconds < 90, seconds
+
+
+GPUS = torch.cuda.device_count()
+
+
+@pytest.mark.skipif(GPUS < 1, reason=f"the NCCL path needs a CUDA GPU; this machine has {GPUS}")
+def test_nccl_on_one_gpu_trains_as_the_cpu_process(one_process, tmp_path):
+    code, output, _ = run_job(tmp_path, "--accelerator", "gpu", "--ddp", "--devices", "1", "--batch", "16")
+    assert code == 0, output[-3000:]
+    assert result(tmp_path)["backend"] == "nccl" and result(tmp_path)["device"] == "cuda:0"
+    one, gpu = weights(one_process), weights(tmp_path)
+    assert max((one[k] - gpu[k].cpu()).abs().max().item() for k in one) < 1e-4  # CUDA kernels round differently
+
+
+@pytest.mark.skipif(GPUS < 2, reason=f"2 NCCL ranks need 2 CUDA GPUs (one each); this machine has {GPUS}")
+def test_two_gpu_ranks_on_nccl_give_the_one_process_result(one_process, tmp_path):
+    code, output, _ = run_job(tmp_path, "--accelerator", "gpu", "--devices", "2", "--batch", "8")
+    assert code == 0, output[-3000:]
+    first, second = result(tmp_path, 0), result(tmp_path, 1)
+    assert first["backend"] == second["backend"] == "nccl"
+    assert (first["device"], second["device"]) == ("cuda:0", "cuda:1")
+    assert first["global_step"] == second["global_step"] == result(one_process)["global_step"]
+    one, gpu = weights(one_process), weights(tmp_path)
+    assert max((one[k] - gpu[k].cpu()).abs().max().item() for k in one) < 1e-4
+    assert first["metrics"]["seen"] == 64

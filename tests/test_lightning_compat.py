@@ -175,7 +175,8 @@ def one_note(make):
 
 @pytest.mark.parametrize("argument, two_x", [
     ({"gpus": 0}, "accelerator='cpu'"),
-    ({"accelerator": "dp"}, "strategy='dp'"),
+    ({"accelerator": "dp"}, "strategy='ddp' (Lightning 2.x removed it"),
+    ({"accelerator": "ddp"}, "strategy='ddp'. There is one device here, so ember runs on it."),
 ])
 def test_lightning_1x_device_arguments(tmp_path, argument, two_x):
     trainer, message = one_note(lambda: ember_trainer(tmp_path, cls=pl.Trainer, max_epochs=1, **argument))
@@ -183,6 +184,19 @@ def test_lightning_1x_device_arguments(tmp_path, argument, two_x):
     model = EmberNet()
     trainer.fit(model, loader())
     assert trainer.global_step == 4 and trainer.device == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="accelerator='auto' picks the GPUs where there are some")
+@pytest.mark.parametrize("old, new", [("dp", "ddp"), ("ddp", "ddp"), ("ddp_spawn", "ddp_spawn")])
+def test_lightning_1x_ddp_accelerators_select_the_2x_strategy(tmp_path, old, new):
+    from ember.strategies import DDPSpawnStrategy, DDPStrategy
+
+    trainer, message = one_note(lambda: pl.Trainer(accelerator=old, devices=2, default_root_dir=tmp_path))
+    assert type(trainer.strategy) is (DDPSpawnStrategy if new == "ddp_spawn" else DDPStrategy)
+    assert (pl.strategies.DDPStrategy, pl.strategies.DDPSpawnStrategy) == (DDPStrategy, DDPSpawnStrategy)
+    assert trainer.world_size == 2
+    assert f"Trainer(accelerator={old!r}) is Lightning 1.x; in 2.x it is strategy={new!r}" in message
+    assert message.endswith(f"ember runs strategy={new!r}.")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="gpus=-1 selects the GPU where there is one")

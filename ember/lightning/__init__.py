@@ -1,8 +1,8 @@
 """Lightning's names on ember: `import ember.lightning as pl` in place of `import pytorch_lightning as pl`.
 
 The classes are ember's own. `Trainer` here also accepts the Lightning 1.x arguments that the 2.x API
-removed (`gpus=`, `accelerator='dp'`, `resume_from_checkpoint=`, `auto_lr_find=`), translates them, and
-says once what the 2.x form is.
+removed (`gpus=`, `accelerator='dp'|'ddp'|'ddp_spawn'`, `resume_from_checkpoint=`, `auto_lr_find=`),
+translates them, and says once what the 2.x form is.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ember.data import DataModule as LightningDataModule
 from ember.module import Module as LightningModule
 from ember.seed import seed_everything
 from ember.trainer import Trainer as _EmberTrainer
-from ember.lightning import callbacks, core, loggers, trainer, tuner, utilities
+from ember.lightning import callbacks, core, loggers, strategies, trainer, tuner, utilities
 
 
 class LightningDeprecationWarning(FutureWarning):
@@ -34,13 +34,11 @@ class Trainer(_EmberTrainer):
     def __init__(self, *args: Any, gpus: Any = None, resume_from_checkpoint: Any = None,
                  auto_lr_find: Any = None, auto_scale_batch_size: Any = None, **kwargs: Any) -> None:
         _drop_lightning_defaults(kwargs)
-        accelerator = kwargs.get("accelerator")
-        if accelerator in ("dp", "ddp", "ddp_spawn", "ddp2"):
-            _say(f"Trainer(accelerator={accelerator!r}) is Lightning 1.x; in 2.x it is "
-                 f"strategy={accelerator!r}. ember runs it on a single device.")
-            kwargs["accelerator"] = "auto"
+        old_strategy = kwargs.pop("accelerator") if kwargs.get("accelerator") in _STRATEGY_ACCELERATORS else None
         if gpus is not None:
             kwargs.update(_translate_gpus(gpus))
+        if old_strategy is not None:
+            kwargs["strategy"] = _translate_strategy(old_strategy, kwargs)
         if auto_lr_find or auto_scale_batch_size:
             _say("Trainer(auto_lr_find=/auto_scale_batch_size=) is Lightning 1.x; in 2.x use "
                  "ember.lightning.tuner.Tuner(trainer).lr_find(model) / .scale_batch_size(model). Ignored here.")
@@ -87,7 +85,27 @@ def _translate_gpus(gpus: Any) -> dict[str, Any]:
         return {"accelerator": "cpu"}
     _say(f"Trainer(gpus={gpus!r}) is Lightning 1.x; in 2.x it is accelerator='gpu', devices={gpus!r}.",
          stacklevel=4)
-    return {"accelerator": "gpu", "devices": 1 if wanted == -1 else gpus}
+    return {"accelerator": "gpu", "devices": gpus}
+
+
+_STRATEGY_ACCELERATORS = ("dp", "ddp", "ddp_spawn", "ddp2")  # 1.x: accelerator='ddp' is 2.x strategy='ddp'
+
+
+def _translate_strategy(old: str, kwargs: dict[str, Any]) -> str:
+    """The 2.x strategy of a 1.x `accelerator='dp'|'ddp'|'ddp_spawn'|'ddp2'` (dp and ddp2 became DDP: Lightning
+    2.x removed them), or single device when there is only one device to run on."""
+    from ember.strategies.select import device_count
+
+    new = "ddp_spawn" if old == "ddp_spawn" else "ddp"
+    removed = " (Lightning 2.x removed it; DDP gives the result of one process on the whole batch)" \
+        if old in ("dp", "ddp2") else ""
+    if device_count(kwargs.get("accelerator", "auto"), kwargs.get("devices", "auto")) < 2:
+        _say(f"Trainer(accelerator={old!r}) is Lightning 1.x; in 2.x it is strategy={new!r}{removed}. There is one "
+             "device here, so ember runs on it.", stacklevel=4)
+        return kwargs.get("strategy", "auto")
+    _say(f"Trainer(accelerator={old!r}) is Lightning 1.x; in 2.x it is strategy={new!r}{removed}. ember runs "
+         f"strategy={new!r}.", stacklevel=4)
+    return new
 
 
 def _say(message: str, stacklevel: int = 3) -> None:
@@ -104,4 +122,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "callbacks", "core", "loggers",
-           "seed_everything", "trainer", "tuner", "utilities"]
+           "seed_everything", "strategies", "trainer", "tuner", "utilities"]

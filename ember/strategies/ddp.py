@@ -140,10 +140,7 @@ class DDPStrategy(Strategy):
 
     def _launch(self) -> None:
         """This process becomes local rank 0; start local ranks 1..N-1 running the same command."""
-        if self.num_nodes > 1 and "MASTER_ADDR" not in os.environ:
-            raise ValueError(f"Trainer(num_nodes={self.num_nodes}) needs to know where rank 0 is: start each "
-                             "machine with torchrun (--nnodes, --node-rank, --rdzv-endpoint), or set "
-                             "MASTER_ADDR, MASTER_PORT and NODE_RANK on every machine.")
+        check_nodes(self.num_nodes)
         command = _this_command()
         node_rank = int(os.environ.get("NODE_RANK", 0))
         env = dict(os.environ)
@@ -158,7 +155,9 @@ class DDPStrategy(Strategy):
         os.environ[_JOB_ENV] = hydra[2] if hydra else ""
         for local in range(1, self.num_processes):
             rank_env = dict(env, RANK=str(node_rank * self.num_processes + local), LOCAL_RANK=str(local))
-            self._children.append(subprocess.Popen(command, env=rank_env))
+            # from the folder this program started in (Hydra's job.chdir moved this process): `python -m
+            # pkg.mod` finds its package there
+            self._children.append(subprocess.Popen(command, env=rank_env, cwd=_start_folder()))
         atexit.register(self._stop_children, 60.0)  # at exit, the started ranks get a minute to finish
 
     # --- the model and the data -------------------------------------------------------------------
@@ -333,16 +332,19 @@ def _this_command() -> list[str]:
     """The command that started this process, to start the other ranks with. Under Hydra, the other ranks
     run this job's overrides (not the whole sweep) in this job's run folder, writing no Hydra files of
     their own: one run folder per job."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    module = None
+    if spec is not None and spec.name and spec.name != "__main__":
+        module = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
     hydra = _hydra_job()
     if hydra is not None:
         script, overrides, run_dir = hydra
-        return [sys.executable, script, *overrides, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
+        start = ["-m", module] if module else [script]
+        return [sys.executable, *start, *overrides, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
                 "hydra/job_logging=none", "hydra/hydra_logging=none"]
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name and spec.name != "__main__":
-        name = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
-        return [sys.executable, "-m", name, *sys.argv[1:]]
+    if module:
+        return [sys.executable, "-m", module, *sys.argv[1:]]
     script = sys.argv[0] if sys.argv else ""
     if not script or script == "-c" or not os.path.exists(script):
         raise RuntimeError(
@@ -361,8 +363,17 @@ def _hydra_job() -> tuple[str, list[str], str] | None:
     if not HydraConfig.initialized():
         return None
     config = HydraConfig.get()
-    script = os.path.abspath(sys.argv[0])
+    script = os.path.join(config.runtime.cwd, sys.argv[0])  # argv[0] is relative to where it started
     return script, list(config.overrides.task), config.runtime.output_dir
+
+
+def _start_folder() -> str:
+    """The working folder this program was started in (before a Hydra job changed it)."""
+    if _hydra_job() is not None:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.cwd
+    return os.getcwd()
 
 
 def _new_hydra_job() -> bool:
@@ -370,6 +381,14 @@ def _new_hydra_job() -> bool:
     started_for = os.environ.get(_JOB_ENV)
     hydra = _hydra_job()
     return bool(started_for) and hydra is not None and hydra[2] != started_for
+
+
+def check_nodes(num_nodes: int) -> None:
+    """Several machines: each must be told where rank 0 is."""
+    if num_nodes > 1 and "MASTER_ADDR" not in os.environ:
+        raise ValueError(f"Trainer(num_nodes={num_nodes}) needs to know where rank 0 is: start each machine "
+                         "with torchrun (--nnodes, --node-rank, --rdzv-endpoint), or set MASTER_ADDR, MASTER_PORT "
+                         "and NODE_RANK on every machine.")
 
 
 def _free_port() -> int:

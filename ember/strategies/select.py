@@ -9,6 +9,7 @@ import torch
 
 from ember.strategies.ddp import DDPStrategy
 from ember.strategies.single import SingleDevice, Strategy
+from ember.strategies.spawn import DDPSpawnStrategy
 
 
 def select_strategy(strategy: Any, accelerator: str, devices: Any, num_nodes: int = 1) -> Strategy:
@@ -20,10 +21,9 @@ def select_strategy(strategy: Any, accelerator: str, devices: Any, num_nodes: in
     if isinstance(strategy, DDPStrategy):
         strategy.configure(accelerator, count, num_nodes, indices)
         return strategy
-    if strategy == "ddp_spawn":
-        raise ValueError("Trainer(strategy='ddp_spawn') is not supported by this ember release: its processes "
-                         "receive the model and data by pickling, which ember does not do. Use strategy='ddp' "
-                         "(the script is started once per rank) or torchrun.")
+    if strategy in ("ddp_spawn", "ddp_spawn_find_unused_parameters_true"):
+        return DDPSpawnStrategy(accelerator=accelerator, num_devices=count, num_nodes=num_nodes,
+                                device_indices=indices, find_unused_parameters=strategy.endswith("_true"))
     if strategy in ("dp", "ddp2", "horovod", "deepspeed", "fsdp") or (isinstance(strategy, str) and
                                                                       strategy.startswith(("fsdp", "deepspeed"))):
         raise ValueError(f"Trainer(strategy={strategy!r}) is not supported by ember; use strategy='ddp'.")
@@ -32,13 +32,18 @@ def select_strategy(strategy: Any, accelerator: str, devices: Any, num_nodes: in
         return DDPStrategy(accelerator=accelerator, num_devices=count, num_nodes=num_nodes, device_indices=indices,
                            find_unused_parameters=strategy == "ddp_find_unused_parameters_true")
     if strategy not in ("auto", "single_device", None):
-        raise ValueError(f"Trainer(strategy={strategy!r}) is not known; expected 'auto', 'single_device', 'ddp' "
-                         "or a Strategy object such as ember.strategies.DDPStrategy(...).")
+        raise ValueError(f"Trainer(strategy={strategy!r}) is not known; expected 'auto', 'single_device', 'ddp', "
+                         "'ddp_spawn' or a Strategy object such as ember.strategies.DDPStrategy(...).")
     if accelerator == "cpu":
         return SingleDevice("cpu")
     if accelerator == "mps":
         return SingleDevice("mps")
     return SingleDevice(torch.device("cuda", indices[0]))
+
+
+def device_count(accelerator: str, devices: Any) -> int:
+    """How many devices `Trainer(accelerator=..., devices=...)` runs on."""
+    return _resolve_devices(devices, _resolve_accelerator(accelerator))[0]
 
 
 def _launched_by_torchrun(strategy: Any) -> bool:

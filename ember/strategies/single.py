@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import torch
 
@@ -22,6 +23,11 @@ class Strategy:
     @property
     def is_global_zero(self) -> bool:
         return self.global_rank == 0
+
+    def launch(self, trainer: Any, entry: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
+        """Run a Trainer entry point (fit, validate, test, predict) here; strategy='ddp_spawn' runs it in
+        new processes instead."""
+        return entry(trainer, *args, **kwargs)
 
     def setup_environment(self) -> None:
         """Start processes / the process group (nothing to do for one device)."""
@@ -80,6 +86,17 @@ class Strategy:
 
     def teardown(self) -> None:
         pass
+
+
+def launched(entry: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks a Trainer entry point: the call goes through `trainer.strategy.launch`, which runs it here,
+    or (strategy='ddp_spawn') in new processes that receive the Trainer and the arguments by pickling."""
+
+    @functools.wraps(entry)
+    def call(trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        return trainer.strategy.launch(trainer, entry, args, kwargs)
+
+    return call
 
 
 class SingleDevice(Strategy):

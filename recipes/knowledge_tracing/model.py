@@ -76,7 +76,7 @@ class DktLightning(pl.LightningModule):
         preds, targets, loss = self._step(val_batch)
         self.val_acc(preds, targets.int())
         self.val_auroc(preds, targets.int())
-        self.log("val_loss", loss)
+        self.log("val_loss", loss, sync_dist=True)  # the mean over every rank's batches under DDP
         self.log("val_acc", self.val_acc)
         self.log("val_auc", self.val_auroc, prog_bar=True)
 
@@ -84,7 +84,7 @@ class DktLightning(pl.LightningModule):
         preds, targets, loss = self._step(test_batch)
         self.test_acc(preds, targets.int())
         self.test_auroc(preds, targets.int())
-        self.log("test_loss", loss)
+        self.log("test_loss", loss, sync_dist=True)
         self.log("test_acc", self.test_acc)
         self.log("test_auc", self.test_auroc)
 

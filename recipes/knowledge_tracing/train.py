@@ -3,6 +3,7 @@
     python -m recipes.knowledge_tracing.train
     python -m recipes.knowledge_tracing.train training.precision=32 model.hidden_dim=100
     python -m recipes.knowledge_tracing.train -m model.hidden_dim=100,200
+    python -m recipes.knowledge_tracing.train training.devices=2   # DDP on 2 CPU processes
 """
 
 import logging
@@ -47,14 +48,19 @@ def main(cfg):
         deterministic=cfg.training.deterministic,
         limit_train_batches=cfg.training.limit_train_batches,
         limit_val_batches=cfg.training.limit_val_batches,
+        accelerator="cpu" if cfg.training.devices > 1 else "auto",
+        devices=cfg.training.devices,
     )
     trainer.fit(model, datamodule=dm)
 
     # 04. Test the best checkpoint on the 2,000 held-out students
     results = trainer.test(model, datamodule=dm, ckpt_path="best")[0]
+    if not trainer.is_global_zero:  # with training.devices > 1, rank 0 reports
+        return results["test_auc"]
     log.info(f"test AUC = {results['test_auc']:.4f}, test accuracy = {results['test_acc']:.4f}")
     log.info(f"best checkpoint: {os.path.abspath(trainer.checkpoint_callback.best_model_path)}")
     log.info(f"outputs: {os.getcwd()}")
+    log.info(f"trained on {trainer.world_size} process(es)")
     return results["test_auc"]
 
 
