@@ -10,7 +10,7 @@ import argparse
 import sys
 
 
-STAGES = ("fit", "validate", "test", "predict")
+STAGES = ("fit", "validate", "test", "predict", "tune")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,12 +3,15 @@ validate / test / predict / tune stages on a user package in a tmp dir."""
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
-from experiment_helpers import env, make_user_package
+from experiment_helpers import ember, env, make_user_package, read_run, run_folders
 
 HEAVY = ("torch", "optuna", "mlflow", "wandb", "tensorboard", "matplotlib", "torchmetrics", "lightning")
 
@@ -39,4 +42,54 @@ def test_help_and_cfg_job_do_not_import_torch_or_loggers(project, args, shows):
     assert shows in done.stdout
     assert "ember" in names and (args == ["--help"] or "hydra" in names)  # the reading of imports works
     assert not names & set(HEAVY), sorted(names & set(HEAVY))
+    assert not (project / "runs").exists()
+
+
+def fitted(project) -> tuple[Path, float]:
+    """Fit mypkg for 2 epochs with the command: (last.ckpt, the val_loss logged with those weights)."""
+    fit = ember(["fit", "-cd", "mypkg/configs", "experiment=x", "trainer.max_epochs=2"], cwd=project)
+    assert fit.returncode == 0, fit.stderr
+    [folder] = run_folders(project)
+    rows = list(csv.DictReader(open(folder / "csv" / "metrics.csv")))
+    return folder / "checkpoints" / "last.ckpt", float([r["val_loss"] for r in rows if r.get("val_loss")][-1])
+
+
+def run_stage(project, stage: str, *overrides: str) -> tuple[Path, dict]:
+    """`ember STAGE -cd mypkg/configs experiment=x OVERRIDES`: its new run folder and run.json."""
+    before = set(run_folders(project))
+    done = ember([stage, "-cd", "mypkg/configs", "experiment=x", *overrides], cwd=project)
+    assert done.returncode == 0, done.stderr
+    [folder] = set(run_folders(project)) - before
+    run = read_run(folder)
+    assert run["status"] == "done" and run["stage"] == stage and run["fit_calls"] == 0
+    assert not (folder / "checkpoints").exists()
+    return folder, run
+
+
+def test_test_command_records_the_test_metric_of_a_checkpoint(project):
+    last, val_loss = fitted(project)
+    _, run = run_stage(project, "test", f"ckpt_path={last}")
+    assert run["ckpt_path"] == str(last) and run["monitor"] == "val_loss"
+    # mypkg validates and tests on the same 64 rows: the test loss of last.ckpt is the val_loss logged with it
+    assert run["metric"] == pytest.approx(val_loss, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_validate_predict_and_tune_commands(project):
+    last, val_loss = fitted(project)
+    _, run = run_stage(project, "validate", f"ckpt_path={last}")
+    assert run["metric"] == pytest.approx(val_loss, rel=1e-5)
+    folder, _ = run_stage(project, "predict", f"ckpt_path={last}")
+    predictions = torch.load(folder / "predictions.pt", weights_only=True)
+    assert [p.shape for p in predictions] == [(16, 1)] * 4  # 64 rows in batches of 16
+    _, run = run_stage(project, "tune", "tune.lr_find.num_training=30", "tune.lr_find.min_lr=0.001",
+                       "tune.lr_find.max_lr=0.5", "tune.scale_batch_size={init_val: 2, max_trials: 3, steps_per_trial: 1}")
+    assert run["tuned"]["batch_size"] == 8  # power mode, three trials: 2, 4, 8 (nothing runs out of memory)
+    assert 0.001 <= run["tuned"]["lr"] <= 0.5 and run["metric"] == run["tuned"]["lr"]
+
+
+def test_a_typo_in_a_tuner_argument_exits_2_naming_the_nearest(project):
+    done = ember(["tune", "-cd", "mypkg/configs", "experiment=x", "+tune.lr_find.num_trainig=5"], cwd=project)
+    assert done.returncode == 2
+    assert "tune.lr_find.num_trainig" in done.stderr and "Did you mean tune.lr_find.num_training?" in done.stderr
     assert not (project / "runs").exists()
