@@ -93,3 +93,39 @@ def test_a_typo_in_a_tuner_argument_exits_2_naming_the_nearest(project):
     assert done.returncode == 2
     assert "tune.lr_find.num_trainig" in done.stderr and "Did you mean tune.lr_find.num_training?" in done.stderr
     assert not (project / "runs").exists()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_mnist_recipe_runs_as_an_experiment_config(tmp_path):
+    # from the repository root, as its README says; the run folder goes under paths.root
+    done = ember(["fit", "experiment=mnist", "trainer.max_epochs=1", "+trainer.limit_train_batches=4",
+                  "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
+                  f"paths.root={tmp_path}"], cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [folder] = run_folders(tmp_path, "mnist")
+    run = read_run(folder)
+    assert run["status"] == "done" and run["monitor"] == "val_acc" and 0 <= run["metric"] <= 1
+    assert set(run["test_metrics"]) == {"test_loss", "test_acc"}  # test_after_fit: the best checkpoint tested
+    [best] = (folder / "checkpoints").glob("epoch=0-val_acc=*.ckpt")
+    assert float(best.stem.split("=")[-1]) == pytest.approx(run["metric"], abs=1e-4)
+    config = (folder / ".hydra" / "config.yaml").read_text()
+    assert "_target_: recipes.mnist.model.DigitClassifier" in config and "deterministic: true" in config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe, files", [
+    ("knowledge_tracing", ["run.json"]),
+    ("mnist_autoencoder", ["reconstructions/epoch=000.png"]),
+    ("question_generation", ["vocab.json", "test_predictions.tsv"]),
+    ("cola", ["misclassified"]),
+])
+def test_the_other_recipes_run_as_experiment_configs(tmp_path, recipe, files):
+    done = ember(["fit", f"experiment={recipe}", "trainer=fdr", f"paths.root={tmp_path}"], cwd=REPO, timeout=900,
+                 env={**env(), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    [folder] = run_folders(tmp_path, recipe)
+    assert read_run(folder)["status"] == "done"
+    for name in files:
+        assert (folder / name).exists(), name
