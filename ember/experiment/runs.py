@@ -70,7 +70,7 @@ class RunRecord:
     def start(self, stage: str, cfg_hash: str, params: list[str], ckpt_path: str | None = None) -> None:
         self.data.update(status="running", ckpt_path=ckpt_path, stage=stage, metric=None, command=os.environ.get("EMBER_COMMAND", " ".join(sys.argv)),
                          cwd=os.getcwd(), git_commit=git_commit(os.getcwd()), config_hash=cfg_hash,
-                         params=params, started=time.time(), fit_calls=self.data.get("fit_calls", 0))
+                         params=params, started=time.time(), pid=os.getpid(), fit_calls=self.data.get("fit_calls", 0))
         self.data.pop("error", None)
         self.save()
 
