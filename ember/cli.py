@@ -2,6 +2,7 @@
 
     ember fit -cd configs experiment=mnist trainer.max_epochs=2     (Hydra: see docs/experiments.md)
     ember plot lightning_logs/version_0 lightning_logs/version_1 -o compare.png
+    ember plot multiruns/x/2026-12-02/10-00-00_ab12cd          (a sweep: objective vs each parameter)
 """
 
 from __future__ import annotations
@@ -27,22 +28,28 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for stage in STAGES:  # listed for --help; run by Hydra above
         commands.add_parser(stage, help=f"{stage} from Hydra configs (`ember {stage} --help`; docs/experiments.md)")
-    plot = commands.add_parser("plot", help="draw the logged curves of runs (their metrics.csv) side by side",
-                               description="Draw the logged curves of one or several runs from their CSV logs: "
-                                           "one subplot per group of keys, one line per run and key.")
+    plot = commands.add_parser("plot", help="draw the logged curves of runs, or a sweep's objective",
+                               description="Draw the logged curves of one or several runs from their CSV logs "
+                                           "(one subplot per group of keys, one line per run and key), or, given "
+                                           "a sweep folder of `ember fit -m`, its objective against each swept "
+                                           "parameter (one subplot per parameter, one point per trial).")
     plot.add_argument("runs", nargs="+", metavar="RUN",
-                      help="a CSVLogger run folder (with metrics.csv), a folder above runs, or a metrics.csv")
-    plot.add_argument("-o", "--output", default="metrics.png", help="the image to write (default: metrics.png)")
+                      help="a CSVLogger run folder (with metrics.csv), a folder above runs, a metrics.csv, "
+                           "or one sweep folder (with multirun.yaml or sweep.csv)")
+    plot.add_argument("-o", "--output", default=None,
+                      help="the image to write (default: metrics.png, or sweep.png in the sweep folder)")
     args = parser.parse_args(argv)
 
     if args.command == "plot":
-        from ember.plot import plot_runs
+        from ember.plot import is_sweep, plot_runs, plot_sweep
 
+        sweep = len(args.runs) == 1 and is_sweep(args.runs[0])
+        output = args.output or (f"{args.runs[0]}/sweep.png" if sweep else "metrics.png")
         try:
-            plot_runs(args.runs, args.output)
+            plot_sweep(args.runs[0], output) if sweep else plot_runs(args.runs, output)
         except (FileNotFoundError, ImportError, ValueError) as err:
             parser.exit(1, f"ember plot: {err}\n")
-        print(f"wrote {args.output}")
+        print(f"wrote {output}")
     return 0
 
 
