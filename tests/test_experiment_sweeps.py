@@ -106,3 +106,18 @@ def test_a_study_killed_after_three_trials_ends_with_six_when_started_again(proj
     assert [t.number for t in interrupted] == [t.user_attrs["ember_retry_of"] for t in retried]
     for trial in retried:  # asked again with the parameters of the trial the kill interrupted
         assert trial.params == killed.trials[trial.user_attrs["ember_retry_of"]].params
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_a_two_trial_sweep_recording_the_failed_one(project):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    done = ember(["fit", "-cd", "mypkg/configs", "-m", "experiment=x", "trainer.max_epochs=1", "model.lr=0.01,0.02",
+                  "+model.fail_when_lr=0.02", "hydra.sweep.dir=sweep", "hydra/launcher=submitit_local",
+                  "hydra.launcher.timeout_min=5"], cwd=project, timeout=300)
+    assert done.returncode == 1 and "1 of 2 trials failed" in done.stderr
+    sweep = project / "sweep"
+    ok, failed = read_run(sweep / "0"), read_run(sweep / "1")
+    assert ok["status"] == "done" and ok["fit_calls"] == 1 and ok["metric"] is not None
+    assert failed["status"] == "failed" and "breaks on purpose" in (sweep / "1" / "traceback.txt").read_text()
+    assert len({ok["pid"], failed["pid"], None}) == 3  # each trial in a process of its own, started by submitit
+    assert (sweep / ".submitit").is_dir() and "1 done, 1 failed" in done.stdout
