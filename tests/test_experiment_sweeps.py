@@ -121,3 +121,18 @@ def test_submitit_local_runs_a_two_trial_sweep_recording_the_failed_one(project)
     assert failed["status"] == "failed" and "breaks on purpose" in (sweep / "1" / "traceback.txt").read_text()
     assert len({ok["pid"], failed["pid"], None}) == 3  # each trial in a process of its own, started by submitit
     assert (sweep / ".submitit").is_dir() and "1 done, 1 failed" in done.stdout
+
+
+@pytest.mark.slow
+def test_ddp_under_the_command_writes_one_run_folder(project):
+    done = ember(["fit", "-cd", "mypkg/configs", "experiment=x", "trainer=ddp", "trainer.devices=2",
+                  "trainer.max_epochs=2"], cwd=project, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [folder] = [p.parent for p in (project / "runs").rglob("run.json")]
+    run = read_run(folder)
+    assert run["status"] == "done" and run["fit_calls"] == 1 and run["pid"] != 0
+    assert done.stdout.count("fit done:") + done.stderr.count("fit done:") >= 2  # both ranks ran the task
+    rows = [r for r in (folder / "csv" / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(rows) == len(set(rows))  # rank 0 alone logs
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir())[-1] == "last.ckpt"
+    assert "hydra.run.dir" not in (folder / ".hydra" / "overrides.yaml").read_text()  # rank 1 wrote no .hydra

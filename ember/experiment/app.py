@@ -8,6 +8,7 @@ run.json. The Trainer never sees the config.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -81,7 +82,7 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
         print(f"ember {stage}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
-    record = runs.RunRecord(output_dir)
+    record = runs.RunRecord(output_dir, write=os.environ.get("RANK", "0") == "0")  # DDP: rank 0 writes
     if in_sweep and record.status == "done":
         log.info(f"trial {hydra_cfg.job.num} is done already ({output_dir}); skipped")
         return record.metric
@@ -183,6 +184,12 @@ def main(stage: str, argv: list[str]) -> int:
         found = next((Path(d) for d in DEFAULT_CONFIG_DIRS if Path(d).is_dir()), None)
         if found is not None:
             argv = ["--config-dir", str(found.resolve()), *argv]
+    # how a DDP strategy starts the other ranks of a job: this command with that job's overrides
+    config_dir = [a for i, a in enumerate(argv) if a.startswith("--config-dir=")
+                  or (i and argv[i - 1] in ("-cd", "--config-dir"))]
+    os.environ["EMBER_HYDRA_ENTRY"] = json.dumps(
+        [sys.executable, "-m", "ember", stage, *(["--config-dir", str(Path(config_dir[-1].split("=")[-1]).resolve())]
+                                                  if config_dir else [])])
     saved = sys.argv
     os.environ["EMBER_JOB_NAME"] = f"ember_{stage}"  # hydra.job.name: the log file ember_<stage>.log
     sys.argv = [f"ember {stage}", *argv]

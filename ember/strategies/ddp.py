@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -45,6 +46,9 @@ log = logging.getLogger("ember")
 DEFAULT_TIMEOUT = timedelta(minutes=5)
 _PARENT_ENV = "EMBER_DDP_PARENT_PID"
 _JOB_ENV = "EMBER_DDP_HYDRA_JOB"  # the run folder of the Hydra job whose ranks this process started
+# a Hydra app whose sys.argv[0] is not a script (the `ember fit` command) names the command that runs one
+# of its jobs, as a JSON list (e.g. ["python", "-m", "ember", "fit", "--config-dir", "/abs/configs"])
+HYDRA_ENTRY_ENV = "EMBER_HYDRA_ENTRY"
 
 
 class RankFailure(RuntimeError):
@@ -335,8 +339,8 @@ def _this_command() -> list[str]:
     their own: one run folder per job."""
     hydra = _hydra_job()
     if hydra is not None:
-        script, overrides, run_dir = hydra
-        return [sys.executable, script, *overrides, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
+        entry, overrides, run_dir = hydra
+        return [*entry, *overrides, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
                 "hydra/job_logging=none", "hydra/hydra_logging=none"]
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
@@ -352,8 +356,9 @@ def _this_command() -> list[str]:
     return [sys.executable, os.path.abspath(script), *sys.argv[1:]]
 
 
-def _hydra_job() -> tuple[str, list[str], str] | None:
-    """(script, this job's overrides, its run folder) when running inside a Hydra app, else None."""
+def _hydra_job() -> tuple[list[str], list[str], str] | None:
+    """(the command that runs a job of this app, this job's overrides, its run folder) when running inside
+    a Hydra app, else None."""
     if "hydra" not in sys.modules:
         return None
     from hydra.core.hydra_config import HydraConfig
@@ -361,8 +366,9 @@ def _hydra_job() -> tuple[str, list[str], str] | None:
     if not HydraConfig.initialized():
         return None
     config = HydraConfig.get()
-    script = os.path.abspath(sys.argv[0])
-    return script, list(config.overrides.task), config.runtime.output_dir
+    entry = os.environ.get(HYDRA_ENTRY_ENV)
+    command = json.loads(entry) if entry else [sys.executable, os.path.abspath(sys.argv[0])]
+    return command, list(config.overrides.task), config.runtime.output_dir
 
 
 def _new_hydra_job() -> bool:
