@@ -177,27 +177,35 @@ def main(stage: str, argv: list[str]) -> int:
     """`ember <stage> ARGS`: returns the exit code (1 when trials of a sweep failed)."""
     from ember.experiment import sweeps
 
-    os.environ["EMBER_COMMAND"] = " ".join(["ember", stage, *argv])  # for run.json, also in launcher workers
+    command = " ".join(["ember", stage, *argv])
     if not any(a in ("-cd", "--config-dir") or a.startswith("--config-dir=") for a in argv):
         # a configs/ folder beside the command is the user's config folder; in ember's repository (no
         # configs/ at its root) the recipes' configs are: `ember fit experiment=mnist`
         found = next((Path(d) for d in DEFAULT_CONFIG_DIRS if Path(d).is_dir()), None)
         if found is not None:
             argv = ["--config-dir", str(found.resolve()), *argv]
-    # how a DDP strategy starts the other ranks of a job: this command with that job's overrides
-    config_dir = [a for i, a in enumerate(argv) if a.startswith("--config-dir=")
-                  or (i and argv[i - 1] in ("-cd", "--config-dir"))]
-    os.environ["EMBER_HYDRA_ENTRY"] = json.dumps(
-        [sys.executable, "-m", "ember", stage, *(["--config-dir", str(Path(config_dir[-1].split("=")[-1]).resolve())]
-                                                  if config_dir else [])])
-    saved = sys.argv
-    os.environ["EMBER_JOB_NAME"] = f"ember_{stage}"  # hydra.job.name: the log file ember_<stage>.log
+    config_dirs = [a.split("=", 1)[1] if a.startswith("--config-dir=") else a for i, a in enumerate(argv)
+                   if a.startswith("--config-dir=") or (i and argv[i - 1] in ("-cd", "--config-dir"))]
+    entry = [sys.executable, "-m", "ember", stage, *(["--config-dir", str(Path(config_dirs[-1]).resolve())]
+                                                     if config_dirs else [])]
+    settings = {
+        "EMBER_COMMAND": command,  # for run.json, also in launcher workers
+        "EMBER_JOB_NAME": f"ember_{stage}",  # hydra.job.name: the log file ember_<stage>.log
+        "EMBER_HYDRA_ENTRY": json.dumps(entry),  # how a DDP strategy starts the other ranks of a job
+    }
+    saved_argv, saved_env = sys.argv, {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
     sys.argv = [f"ember {stage}", *argv]
     sweeps.LAST_SUMMARY.clear()
     try:
         hydra_app(stage)()
-    finally:
-        sys.argv = saved
+    finally:  # put back what this process had: a caller running other Hydra apps must not inherit ours
+        sys.argv = saved_argv
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     failed = sweeps.LAST_SUMMARY.get("failed", 0)
     if failed:
         total = sweeps.LAST_SUMMARY.get("total", 0)
