@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -17,6 +18,7 @@ STAGES = ("fit", "validate", "test", "predict", "tune")
 def main(argv: list[str] | None = None) -> int:
     """Run the `ember` command with `argv` (default: the process's arguments); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _completion_query(argv)
     if argv and argv[0] in STAGES:
         # Hydra parses the rest (overrides, -m, -cd, --cfg, --help)
         try:
@@ -51,6 +53,24 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(1, f"ember plot: {err}\n")
         print(f"wrote {output}")
     return 0
+
+
+def _completion_query(argv: list[str]) -> list[str]:
+    """Tab completion: the script of `ember fit -sc install=bash` registers `ember` and calls `ember -sc
+    query=bash` with the line typed so far in COMP_LINE ("ember fit trainer=..."). Hydra completes the
+    overrides of an app named by the first word: the stage moves from the line to the arguments."""
+    if argv[:1] not in (["-sc"], ["--shell-completion"]) or "COMP_LINE" not in os.environ:
+        return argv
+    line = os.environ["COMP_LINE"]
+    words = line.split()
+    if len(words) < 2 or words[1] not in STAGES:
+        return argv
+    start = line.index(words[1])
+    os.environ["COMP_LINE"] = line[:start] + line[start + len(words[1]):].lstrip()
+    cut = len(line) - len(os.environ["COMP_LINE"])
+    os.environ["COMP_POINT"] = str(max(0, int(os.environ.get("COMP_POINT", len(line))) - cut))
+    config_dir = [words[i] for i in range(2, len(words)) if words[i - 1] in ("-cd", "--config-dir")]
+    return [words[1], *(["--config-dir", config_dir[-1]] if config_dir else []), *argv]
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ def project(tmp_path):
     return tmp_path
 
 
-def imported_modules(args: list[str], cwd) -> tuple[subprocess.CompletedProcess, set[str]]:
+def imported_modules(args: list[str], cwd, **environ: str) -> tuple[subprocess.CompletedProcess, set[str]]:
     """Run `python -X importtime -m ember ARGS`; the top-level names of every module it imported."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "ember", *args], cwd=cwd, env=env(),
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "ember", *args], cwd=cwd, env={**env(), **environ},
                           capture_output=True, text=True, timeout=120)
     names = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in done.stderr.splitlines()
              if line.startswith("import time:") and line.count("|") == 2}
@@ -129,3 +129,16 @@ def test_the_other_recipes_run_as_experiment_configs(tmp_path, recipe, files):
     assert read_run(folder)["status"] == "done"
     for name in files:
         assert (folder / name).exists(), name
+
+
+def test_tab_completion_through_the_installed_script_completes_groups_and_user_options(project):
+    script = subprocess.run([sys.executable, "-m", "ember", "fit", "-sc", "install=bash"], cwd=project, env=env(),
+                            capture_output=True, text=True, timeout=120)
+    assert "complete -o nospace -o default -F hydra_bash_completion ember" in script.stdout
+    # what the script runs on <TAB>: `ember -sc query=bash` with the typed line in COMP_LINE
+    for line, expected in [("ember fit -cd mypkg/configs experiment=x trainer=", "trainer=fdr"),
+                           ("ember fit -cd mypkg/configs experiment=", "experiment=x"),
+                           ("ember test -cd mypkg/configs mod", "model=")]:
+        done, names = imported_modules(["-sc", "query=bash"], project, COMP_LINE=line, COMP_POINT=str(len(line)))
+        assert expected in done.stdout.split(), (line, done.stdout, done.stderr[-2000:])
+        assert "torch" not in names
