@@ -3,7 +3,6 @@ SQLite storage), the submitit_local launcher, `ember plot` of a sweep, and DDP u
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys

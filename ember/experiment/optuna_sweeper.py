@@ -15,6 +15,8 @@ import logging
 import math
 import threading
 import time
+import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +76,23 @@ def suggest(trial: Any, key: str, sweep: Any) -> Any:
 RAISED = "ember_raised"       # user attr of a trial whose run raised (a FAIL that counts as a trial)
 RETRY_OF = "ember_retry_of"   # user attr of a trial asked again for an interrupted one (its number)
 SURPLUS = "ember_surplus"     # user attr of a trial asked when n_trials were already taken (not run)
+BEATING = "ember_beating"     # user attr set once a trial's first heartbeat is recorded
 
 
-def open_study(optuna: Any, url: str, name: str, direction: str, seed: int | None, heartbeat: int, grace: int) -> Any:
-    """The study in `url`, made if missing. Several workers may start together on one SQLite file: the
+def open_study(optuna: Any, url: str, name: str, direction: str, seed: int | None, heartbeat: int,
+               grace: int) -> tuple[Any, Any]:
+    """(study, storage): the study in `url`, made if missing. Several workers may start together on one SQLite file: the
     connection waits for the file's lock, and a race to create the tables or the study is tried again."""
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(5):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                                                 grace_period=grace)
-            return optuna.create_study(study_name=name, storage=storage, direction=direction,
-                                       sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+            with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
+                warnings.simplefilter("ignore")
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                                     grace_period=grace)
+            study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+                                        sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+            return study, storage
         except Exception as err:  # sqlalchemy's OperationalError/IntegrityError: another worker got there first
             if attempt == 4 or "sqlalchemy" not in type(err).__module__ and "Duplicated" not in type(err).__name__:
                 raise
@@ -100,9 +107,18 @@ def counts_as_trial(trial: Any, states: Any) -> bool:
     return trial.state == states.FAIL and bool(trial.user_attrs.get(RAISED))
 
 
-def ask_again_interrupted(optuna: Any, study: Any) -> None:
-    """Trials whose worker died (no heartbeat for grace_period) are failed, and their parameters queued."""
-    optuna.storages.fail_stale_trials(study)
+def ask_again_interrupted(optuna: Any, study: Any, storage: Any, grace: int) -> None:
+    """Trials whose worker died (no heartbeat for grace_period) are failed, and their parameters queued.
+
+    A worker killed between asking a trial and its first heartbeat leaves a running trial that Optuna's
+    heartbeat check never sees: one without BEATING older than grace_period is failed here."""
+    with warnings.catch_warnings():  # "experimental", "supposed to be used with Study.optimize": both known
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        started = trial.datetime_start or datetime.now()
+        if not trial.user_attrs.get(BEATING) and (datetime.now() - started).total_seconds() > grace:
+            storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get(RETRY_OF) for t in trials}
     for trial in trials:
@@ -179,10 +195,10 @@ class OptunaSweeperImpl(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         url = self.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-        study = open_study(optuna, url, self.study_name, self.direction, self.seed, self.heartbeat, self.grace)
+        study, storage = open_study(optuna, url, self.study_name, self.direction, self.seed, self.heartbeat, self.grace)
         returns = []
         while True:
-            ask_again_interrupted(optuna, study)
+            ask_again_interrupted(optuna, study, storage, self.grace)
             trials = study.get_trials(deepcopy=False)
             taken = sum(counts_as_trial(t, states) for t in trials)
             if taken >= self.n_trials:
@@ -192,8 +208,11 @@ class OptunaSweeperImpl(Sweeper):
                 continue
             mine, overrides = [], {}
             for _ in range(min(self.n_jobs, self.n_trials - taken)):
-                trial = study.ask()
-                study._storage.record_heartbeat(trial._trial_id)
+                with warnings.catch_warnings():  # ember records the heartbeats itself (Heartbeat below)
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                    trial = study.ask()
+                storage.record_heartbeat(trial._trial_id)
+                trial.set_user_attr(BEATING, True)
                 # numbers are handed out one by one by the storage: the first n_trials counted ones run
                 before = sum(counts_as_trial(t, states) for t in study.get_trials(deepcopy=False)
                              if t.number < trial.number)
@@ -208,7 +227,7 @@ class OptunaSweeperImpl(Sweeper):
                 overrides[trial.number] = tuple(arguments) + tuple(f"{k}={suggest(trial, k, s)}"
                                                                    for k, s in space.items())
             for group in consecutive(mine):
-                with Heartbeat(study._storage, [t._trial_id for t in group], self.heartbeat):
+                with Heartbeat(storage, [t._trial_id for t in group], self.heartbeat):
                     results = self.launcher.launch([overrides[t.number] for t in group],
                                                    initial_job_idx=group[0].number)
                 for trial, result in zip(group, results):
