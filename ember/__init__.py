@@ -7,25 +7,34 @@
 
 __version__ = "0.1.0"
 
-from ember import _logging  # noqa: E402,F401  (the "ember" logger shows on stderr)
+import importlib
 
-from ember.callbacks import Callback  # noqa: E402
-from ember.data import DataModule  # noqa: E402
-from ember.module import Module  # noqa: E402
-from ember.seed import seed_everything  # noqa: E402
-from ember.trainer import Trainer  # noqa: E402
+from ember import _logging  # noqa: E402,F401  (the "ember" logger shows on stderr)
 
 __all__ = ["Callback", "DataModule", "Module", "Predictor", "Trainer", "seed_everything", "__version__"]
 
+# name -> the module that defines it. Imported on first use (PEP 562), so that `import ember.cli` and
+# `ember --help` do not import torch; `import ember` followed by `ember.Trainer` costs about `import torch`.
+_LAZY = {
+    "Callback": "ember.callbacks",
+    "DataModule": "ember.data",
+    "Module": "ember.module",
+    "Predictor": "ember.predictor",
+    "Trainer": "ember.trainer",
+    "seed_everything": "ember.seed",
+}
+_SUBMODULES = ("tuner",)
+
 
 def __getattr__(name: str):
-    # imported on first use, so that `import ember` costs about `import torch`
-    if name == "Predictor":
-        from ember.predictor import Predictor
-
-        return Predictor
-    if name == "tuner":
-        import importlib
-
-        return importlib.import_module("ember.tuner")
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"ember.{name}")
     raise AttributeError(f"module 'ember' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})

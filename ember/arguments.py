@@ -10,10 +10,10 @@ import difflib
 import importlib.util
 import math
 import warnings
-from datetime import timedelta
 from typing import Any, Iterable, Mapping
 
 from ember.callbacks.base import Callback
+from ember.callbacks.timer import parse_max_time  # noqa: F401  (the Trainer's max_time, Timer's duration)
 from ember.plain import omegaconf_kind
 
 # Lightning 1.x arguments that 2.x removed, and what replaced them.
@@ -153,22 +153,6 @@ def limited(length: int | None, limit: int | float, name: str) -> float:
                              "int number of batches.")
         return math.inf if limit == 1.0 else 0
     return int(length * limit) if limit < 1.0 else length
-
-
-def parse_max_time(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, Mapping):
-        return timedelta(**value).total_seconds()
-    if isinstance(value, str):
-        parts = value.split(":")
-        if len(parts) == 4 and all(p.isdigit() for p in parts):
-            d, h, m, s = map(int, parts)
-            return timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
-    raise ValueError(f"Trainer(max_time={value!r}): expected 'DD:HH:MM:SS', a dict such as {{'hours': 1}}, or a "
-                     "datetime.timedelta.")
 
 
 def unknown_argument_message(unknown: Mapping[str, Any], valid: Iterable[str]) -> str:

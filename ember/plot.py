@@ -1,7 +1,8 @@
 """Draw the logged curves of one or several runs, side by side, from their CSV logs (`metrics.csv`).
 
 `ember plot lightning_logs/version_0 lightning_logs/version_1 -o runs.png` on the command line, or
-`plot_runs([...], "runs.png")` in Python. One subplot per group of keys: every loss together, each
+`plot_runs([...], "runs.png")` in Python; `ember plot <sweep folder>` (`plot_sweep`) draws a sweep's
+objective against each parameter it varied. One subplot per group of keys: every loss together, each
 other metric with its train/val/test and _step/_epoch variants, the learning rates together; x is the
 global step; one line per run and key, named `<run>: <key>` in the legend.
 """
@@ -9,6 +10,7 @@ global step; one line per run and key, named `<run>: <key>` in the legend.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
@@ -62,6 +64,81 @@ def plot_runs(paths: Iterable[str | os.PathLike], output: str | os.PathLike | No
     if output is not None:
         figure.savefig(output, dpi=100)
     return figure
+
+
+def is_sweep(path: str | os.PathLike) -> bool:
+    """A sweep folder of the `ember` command: Hydra's multirun.yaml or ember's sweep.csv in it."""
+    return Path(path).is_dir() and any((Path(path) / name).is_file() for name in ("multirun.yaml", "sweep.csv"))
+
+
+def plot_sweep(sweep_dir: str | os.PathLike, output: str | os.PathLike | None = None) -> Any:
+    """Draw a sweep's objective against each parameter it varied: one subplot per parameter, one point per
+    trial that finished (its `run.json` status done with a metric).
+
+    Args:
+        sweep_dir: the sweep folder (`hydra.sweep.dir`), with one trial folder per trial.
+        output: the image file to write.
+
+    Returns:
+        The matplotlib `Figure`.
+
+    Example:
+        >>> fig = plot_sweep("multiruns/x/2026-12-02/10-00-00_ab12cd", "sweep.png")
+    """
+    trials = _read_trials(Path(sweep_dir))
+    done = [t for t in trials if t["status"] == "done" and t["metric"] is not None]
+    if not done:
+        raise ValueError(f"{os.fspath(sweep_dir)!r}: no finished trial with an objective to plot "
+                         f"({len(trials)} trial folders with a run.json).")
+    swept = [k for k in dict.fromkeys(k for t in trials for k in t["params"])
+             if len({t["params"].get(k) for t in trials}) > 1]
+    if not swept:
+        raise ValueError(f"{os.fspath(sweep_dir)!r}: the trials all have the same parameters; nothing was swept.")
+    Figure, FigureCanvasAgg = _import_matplotlib()
+    columns = min(3, len(swept))
+    rows = math.ceil(len(swept) / columns)
+    figure = Figure(figsize=(5 * columns, 3.8 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = list(figure.subplots(rows, columns, squeeze=False).flat)
+    objective = done[0]["monitor"] or "objective"
+    for ax, key in zip(axes, swept):
+        values = [t["params"].get(key) for t in done]
+        numbers = [_number(v) for v in values]
+        if all(n is not None for n in numbers):
+            ax.scatter(numbers, [t["metric"] for t in done])
+            if min(numbers) > 0 and max(numbers) / min(numbers) >= 100:
+                ax.set_xscale("log")
+        else:  # categorical: one position per choice, in the order first seen
+            labels = list(dict.fromkeys(map(str, values)))
+            ax.scatter([labels.index(str(v)) for v in values], [t["metric"] for t in done])
+            ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlabel(key)
+        ax.set_ylabel(objective)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(swept):]:
+        ax.set_visible(False)
+    figure.suptitle(f"{Path(sweep_dir).name}: {len(done)} of {len(trials)} trials done")
+    if output is not None:
+        figure.savefig(output, dpi=100)
+    return figure
+
+
+def _read_trials(sweep_dir: Path) -> list[dict[str, Any]]:
+    """status, metric, monitor and {parameter: value} of every trial folder's run.json."""
+    trials = []
+    for record in sorted(sweep_dir.glob("*/run.json")):
+        data = json.loads(record.read_text())
+        params = dict(p.lstrip("+~").split("=", 1) for p in data.get("params", []) if "=" in p)
+        trials.append({"status": data.get("status"), "metric": data.get("metric"), "monitor": data.get("monitor"),
+                       "params": params})
+    return trials
+
+
+def _number(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def _find_runs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:

@@ -46,6 +46,9 @@ class Regressor(ember.Module):
         x, y = batch
         self.log("test_loss", F.mse_loss(self.net(x), y))
 
+    def predict_step(self, batch, batch_idx):
+        return self.net(batch[0])
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 '''
@@ -71,6 +74,9 @@ class Data(ember.DataModule):
         return DataLoader(self.data, batch_size=self.batch_size)
 
     def test_dataloader(self):
+        return DataLoader(self.data, batch_size=self.batch_size)
+
+    def predict_dataloader(self):
         return DataLoader(self.data, batch_size=self.batch_size)
 '''
 

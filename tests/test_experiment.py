@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import sys
 import time
@@ -55,6 +56,7 @@ def test_typo_in_a_trainer_key_exits_2_naming_the_nearest_and_leaves_no_folder(p
     assert code == 2
     assert "trainer.max_epoch" in err and "Did you mean trainer.max_epochs?" in err
     assert not (project / "runs").exists()
+    assert "EMBER_HYDRA_ENTRY" not in os.environ  # the command put back the environment it found
 
 
 def test_a_target_outside_the_allowlist_is_refused_before_import(project, monkeypatch, capsys):

@@ -97,3 +97,40 @@ def test_missing_matplotlib_names_the_extra(runs, monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match=r"pip install 'ember\[plot\]'"):
         plot_runs(runs)
+
+
+def fake_sweep(folder, trials):
+    """A sweep folder as `ember fit -m` leaves it: multirun.yaml and one trial folder with run.json each,
+    written by the command's own RunRecord."""
+    from ember.experiment.runs import RunRecord
+
+    folder.mkdir()
+    (folder / "multirun.yaml").write_text("hydra: {}\n")
+    for number, (params, metric) in enumerate(trials):
+        record = RunRecord(folder / str(number))
+        record.start("fit", "hash", params)
+        if metric is None:
+            record.fail(RuntimeError("breaks on purpose"))
+        else:
+            record.finish(metric, "val_loss")
+    return folder
+
+
+def test_cli_plots_a_sweeps_objective_against_each_swept_parameter(tmp_path, capsys):
+    from ember.plot import plot_sweep
+
+    sweep = fake_sweep(tmp_path / "sweep", [
+        (["model.lr=0.001", "+model.act=relu", "trainer.max_epochs=2"], 0.5),
+        (["model.lr=0.01", "+model.act=tanh", "trainer.max_epochs=2"], 0.25),
+        (["model.lr=0.1", "+model.act=relu", "trainer.max_epochs=2"], None),  # failed: no point
+        (["model.lr=1.0", "+model.act=tanh", "trainer.max_epochs=2"], 0.75),
+    ])
+    assert main(["plot", str(sweep)]) == 0
+    assert (sweep / "sweep.png").stat().st_size > 0 and f"wrote {sweep}/sweep.png" in capsys.readouterr().out
+    figure = plot_sweep(sweep)
+    [lr, act] = [ax for ax in figure.axes if ax.get_visible()]  # max_epochs did not vary: no subplot
+    assert (lr.get_xlabel(), act.get_xlabel()) == ("model.lr", "model.act")
+    assert lr.get_xscale() == "log" and lr.get_ylabel() == "val_loss"
+    assert lr.collections[0].get_offsets().tolist() == [[0.001, 0.5], [0.01, 0.25], [1.0, 0.75]]
+    assert act.collections[0].get_offsets().tolist() == [[0, 0.5], [1, 0.25], [1, 0.75]]
+    assert [t.get_text() for t in act.get_xticklabels()] == ["relu", "tanh"]

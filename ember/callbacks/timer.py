@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, Mapping
 
 from ember._logging import log
-from ember.arguments import parse_max_time
 from ember.callbacks.base import Callback
 
 STAGES = ("train", "sanity_check", "validate", "test", "predict")
+
+
+def parse_max_time(value: Any) -> float | None:
+    """Seconds from 'DD:HH:MM:SS', a dict such as {'hours': 1}, a timedelta, or None (no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Mapping):
+        return timedelta(**value).total_seconds()
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) == 4 and all(p.isdigit() for p in parts):
+            d, h, m, s = map(int, parts)
+            return timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
+    raise ValueError(f"Trainer(max_time={value!r}): expected 'DD:HH:MM:SS', a dict such as {{'hours': 1}}, or a "
+                     "datetime.timedelta.")
 
 
 class Timer(Callback):

@@ -1,4 +1,4 @@
-"""The experiment layer: `ember fit|validate|test|predict` (Hydra apps over ember's packaged config
+"""The experiment layer: `ember fit|validate|test|predict|tune` (Hydra apps over ember's packaged config
 groups), safe instantiation at the edge, run folders, sweeps and an Optuna sweeper. Needs
 `pip install 'ember[hydra]'`; `import ember` never imports it.
 

@@ -1,4 +1,4 @@
-"""`ember fit | validate | test | predict`: Hydra apps over ember's packaged config groups.
+"""`ember fit | validate | test | predict | tune`: Hydra apps over ember's packaged config groups.
 
 The task below is what one run (or one trial of a sweep) does, read top to bottom: check the config,
 skip a finished sweep trial, pick the checkpoint to resume, build the objects, run the stage, write
@@ -8,6 +8,7 @@ run.json. The Trainer never sees the config.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -20,9 +21,10 @@ from ember.experiment import runs
 from ember.experiment.instantiate import ConfigError, build, check_config, config_package
 
 log = logging.getLogger("ember.experiment")
-STAGES = ("fit", "validate", "test", "predict")
+STAGES = ("fit", "validate", "test", "predict", "tune")
 CONFIG_MODULE = "ember.experiment.configs"
 CONFIG_NAME = "ember"
+DEFAULT_CONFIG_DIRS = ("configs", "recipes/configs")  # looked for beside the command, in this order
 
 if not OmegaConf.has_resolver("ember_short_id"):
     # cached: the run folder's name is resolved once and copied into every job of a sweep
@@ -80,7 +82,7 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
         print(f"ember {stage}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
-    record = runs.RunRecord(output_dir)
+    record = runs.RunRecord(output_dir, write=os.environ.get("RANK", "0") == "0")  # DDP: rank 0 writes
     if in_sweep and record.status == "done":
         log.info(f"trial {hydra_cfg.job.num} is done already ({output_dir}); skipped")
         return record.metric
@@ -99,10 +101,16 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
         trainer, module, datamodule = build(cfg, output_dir, allowed)
         if stage == "fit":
             record.count_fit()
-        result = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        metric = objective(trainer, plain.get("monitor")) if stage == "fit" else _first_metric(result, plain)
+        if stage == "tune":
+            record.data["tuned"] = result = tune(trainer, module, datamodule, plain.get("tune") or {})
+            metric = result.get("lr", result.get("batch_size"))
+        else:
+            result = getattr(trainer, stage)(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            metric = objective(trainer, plain.get("monitor")) if stage == "fit" else _first_metric(result, plain)
         if stage == "predict":
             _save_predictions(result, output_dir)
+        if stage == "fit" and plain.get("test_after_fit"):
+            record.data["test_metrics"] = _test_best(trainer, module, datamodule)
     except Exception as err:
         record.fail(err)
         if not in_sweep:
@@ -110,8 +118,8 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
         log.error(f"trial {hydra_cfg.job.num} failed: {type(err).__name__}: {err} "
                   f"(traceback in {output_dir / runs.TRACEBACK_FILE})")
         return None
-    record.finish(metric, plain.get("monitor"))
-    log.info(f"{stage} done: {plain.get('monitor')}={metric} ({output_dir})")
+    record.finish(metric, "tuned" if stage == "tune" else plain.get("monitor"))
+    log.info(f"{stage} done: {record.data['monitor']}={record.data.get('tuned', metric)} ({output_dir})")
     return metric
 
 
@@ -125,6 +133,29 @@ def _first_metric(result: Any, plain: dict[str, Any]) -> float | None:
         if key in values:
             return float(values[key])
     return float(next(iter(values.values())))
+
+
+def tune(trainer: Any, module: Any, datamodule: Any, steps: dict[str, Any]) -> dict[str, Any]:
+    """`ember tune`: the Tuner's batch-size search, then its learning-rate search, each run when its key
+    under `tune:` is a dict of arguments (null: skipped). Returns {"batch_size": ..., "lr": ...}."""
+    from ember.tuner import Tuner
+
+    tuner, found = Tuner(trainer), {}
+    if steps.get("scale_batch_size") is not None:
+        found["batch_size"] = tuner.scale_batch_size(module, datamodule=datamodule, **steps["scale_batch_size"])
+    if steps.get("lr_find") is not None:
+        found["lr"] = tuner.lr_find(module, datamodule=datamodule, **steps["lr_find"]).suggestion()
+    return found
+
+
+def _test_best(trainer: Any, module: Any, datamodule: Any) -> dict[str, float]:
+    """`test_after_fit: true`: test the best checkpoint (the fitted weights when none was kept)."""
+    checkpoint = getattr(trainer, "checkpoint_callback", None)
+    best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+    results = trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    log.info("test of %s: %s", best or "the fitted weights", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return metrics
 
 
 def _save_predictions(predictions: Any, output_dir: Path) -> None:
@@ -146,18 +177,35 @@ def main(stage: str, argv: list[str]) -> int:
     """`ember <stage> ARGS`: returns the exit code (1 when trials of a sweep failed)."""
     from ember.experiment import sweeps
 
+    command = " ".join(["ember", stage, *argv])
     if not any(a in ("-cd", "--config-dir") or a.startswith("--config-dir=") for a in argv):
-        if Path("configs").is_dir():  # a configs/ folder beside the command is the user's config folder
-            argv = ["--config-dir", str(Path("configs").resolve()), *argv]
-    os.environ["EMBER_COMMAND"] = " ".join(["ember", stage, *argv])  # for run.json, also in launcher workers
-    saved = sys.argv
-    os.environ["EMBER_JOB_NAME"] = f"ember_{stage}"  # hydra.job.name: the log file ember_<stage>.log
+        # a configs/ folder beside the command is the user's config folder; in ember's repository (no
+        # configs/ at its root) the recipes' configs are: `ember fit experiment=mnist`
+        found = next((Path(d) for d in DEFAULT_CONFIG_DIRS if Path(d).is_dir()), None)
+        if found is not None:
+            argv = ["--config-dir", str(found.resolve()), *argv]
+    config_dirs = [a.split("=", 1)[1] if a.startswith("--config-dir=") else a for i, a in enumerate(argv)
+                   if a.startswith("--config-dir=") or (i and argv[i - 1] in ("-cd", "--config-dir"))]
+    entry = [sys.executable, "-m", "ember", stage, *(["--config-dir", str(Path(config_dirs[-1]).resolve())]
+                                                     if config_dirs else [])]
+    settings = {
+        "EMBER_COMMAND": command,  # for run.json, also in launcher workers
+        "EMBER_JOB_NAME": f"ember_{stage}",  # hydra.job.name: the log file ember_<stage>.log
+        "EMBER_HYDRA_ENTRY": json.dumps(entry),  # how a DDP strategy starts the other ranks of a job
+    }
+    saved_argv, saved_env = sys.argv, {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
     sys.argv = [f"ember {stage}", *argv]
     sweeps.LAST_SUMMARY.clear()
     try:
         hydra_app(stage)()
-    finally:
-        sys.argv = saved
+    finally:  # put back what this process had: a caller running other Hydra apps must not inherit ours
+        sys.argv = saved_argv
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     failed = sweeps.LAST_SUMMARY.get("failed", 0)
     if failed:
         total = sweeps.LAST_SUMMARY.get("total", 0)

@@ -18,6 +18,9 @@ ALLOWED_ALWAYS = ("ember", "torch", "torchmetrics")
 TRAINER_KEYS_SET_HERE = {"callbacks": "callbacks/", "logger": "logger/", "default_root_dir": "paths.output_dir"}
 
 
+TUNER_ARGUMENTS_SET_HERE = ("self", "model", "train_dataloaders", "val_dataloaders", "dataloaders", "datamodule")
+
+
 class ConfigError(ValueError):
     """A config that cannot run: what was given, what was expected, the fix."""
 
@@ -35,11 +38,33 @@ def check_trainer_keys(trainer_cfg: dict[str, Any], valid: Iterable[str]) -> Non
         if key in TRAINER_KEYS_SET_HERE:
             raise ConfigError(f"trainer.{key} is set by the experiment layer from the {TRAINER_KEYS_SET_HERE[key]} "
                               f"config; remove trainer.{key} and use {TRAINER_KEYS_SET_HERE[key]} instead.")
+    check_arguments(trainer_cfg, valid, "trainer", "ember.Trainer")
+
+
+def check_arguments(given: Iterable[str], valid: list[str], prefix: str, owner: str) -> None:
+    """Every key of `given` is in `valid` (the arguments of `owner`); the message names the nearest one."""
+    for key in given:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean trainer.{close[0]}?" if close else ""
-            raise ConfigError(f"trainer.{key}: ember.Trainer has no argument {key!r}.{hint} "
-                              f"Valid trainer keys: {', '.join(valid)}.")
+            hint = f" Did you mean {prefix}.{close[0]}?" if close else ""
+            raise ConfigError(f"{prefix}.{key}: {owner} has no argument {key!r}.{hint} "
+                              f"Valid {prefix} keys: {', '.join(valid)}.")
+
+
+def check_tune_keys(tune_cfg: dict[str, Any]) -> None:
+    """`tune.lr_find` / `tune.scale_batch_size` hold arguments of the Tuner's methods of those names."""
+    from ember.tuner import Tuner
+
+    for step, kwargs in tune_cfg.items():
+        method = getattr(Tuner, step, None) if step in ("lr_find", "scale_batch_size") else None
+        if method is None:
+            raise ConfigError(f"tune.{step}: expected tune.lr_find or tune.scale_batch_size.")
+        if kwargs is None:
+            continue
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"tune.{step} = {kwargs!r}: expected a dict of arguments of Tuner.{step} or null.")
+        valid = [p for p in inspect.signature(method).parameters if p not in TUNER_ARGUMENTS_SET_HERE]
+        check_arguments(kwargs, valid, f"tune.{step}", f"Tuner.{step}")
 
 
 def targets(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
@@ -117,6 +142,7 @@ def check_config(plain: dict[str, Any], allowed: Iterable[str] = ()) -> None:
                           "folder (model/mymodel.yaml with `_target_: mypkg.MyModule`) and pick it: `model=mymodel` "
                           "or an experiment=... that does.")
     check_trainer_keys(plain.get("trainer") or {}, trainer_arguments())
+    check_tune_keys(plain.get("tune") or {})
     user_allowed = plain.get("allow") or []
     if isinstance(user_allowed, str):
         user_allowed = [user_allowed]

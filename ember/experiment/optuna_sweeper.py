@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
+import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +73,110 @@ def suggest(trial: Any, key: str, sweep: Any) -> Any:
     raise ValueError(f"hydra.sweeper.params.{key}: unsupported sweep {sweep!r}.")
 
 
+RAISED = "ember_raised"       # user attr of a trial whose run raised (a FAIL that counts as a trial)
+RETRY_OF = "ember_retry_of"   # user attr of a trial asked again for an interrupted one (its number)
+SURPLUS = "ember_surplus"     # user attr of a trial asked when n_trials were already taken (not run)
+BEATING = "ember_beating"     # user attr set once a trial's first heartbeat is recorded
+
+
+def open_study(optuna: Any, url: str, name: str, direction: str, seed: int | None, heartbeat: int,
+               grace: int) -> tuple[Any, Any]:
+    """(study, storage): the study in `url`, made if missing. Several workers may start together on one SQLite file: the
+    connection waits for the file's lock, and a race to create the tables or the study is tried again."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
+                warnings.simplefilter("ignore")
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                                     grace_period=grace)
+            study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+                                        sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+            return study, storage
+        except Exception as err:  # sqlalchemy's OperationalError/IntegrityError: another worker got there first
+            if attempt == 4 or "sqlalchemy" not in type(err).__module__ and "Duplicated" not in type(err).__name__:
+                raise
+            time.sleep(0.5 + attempt)
+
+
+def counts_as_trial(trial: Any, states: Any) -> bool:
+    """Taken out of n_trials: done, pruned, running, or failed because its run raised. Not: interrupted
+    (asked again), surplus, or waiting in the queue."""
+    if trial.state in (states.COMPLETE, states.PRUNED, states.RUNNING):
+        return not trial.user_attrs.get(SURPLUS)
+    return trial.state == states.FAIL and bool(trial.user_attrs.get(RAISED))
+
+
+def ask_again_interrupted(optuna: Any, study: Any, storage: Any, grace: int) -> None:
+    """Trials whose worker died (no heartbeat for grace_period) are failed, and their parameters queued.
+
+    A worker killed between asking a trial and its first heartbeat leaves a running trial that Optuna's
+    heartbeat check never sees: one without BEATING older than grace_period is failed here."""
+    with warnings.catch_warnings():  # "experimental", "supposed to be used with Study.optimize": both known
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        started = trial.datetime_start or datetime.now()
+        if not trial.user_attrs.get(BEATING) and (datetime.now() - started).total_seconds() > grace:
+            storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+    for trial in trials:
+        interrupted = trial.state == optuna.trial.TrialState.FAIL and not trial.user_attrs.get(RAISED) \
+            and not trial.user_attrs.get(SURPLUS)
+        if interrupted and trial.number not in retried and trial.params:
+            log.info(f"trial {trial.number} was interrupted; its parameters are asked again")
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+
+
+class Heartbeat:
+    """Records the heartbeat of the running trials every `interval` seconds, in a thread, while they run."""
+
+    def __init__(self, storage: Any, trial_ids: list[int], interval: float):
+        self.storage, self.trial_ids, self.interval = storage, trial_ids, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.beat, daemon=True)
+
+    def beat(self) -> None:
+        while True:
+            for trial_id in self.trial_ids:
+                self.storage.record_heartbeat(trial_id)
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def consecutive(trials: list[Any]) -> list[list[Any]]:
+    """Trials in runs of consecutive numbers (another worker may take numbers in between)."""
+    groups: list[list[Any]] = []
+    for trial in trials:
+        if groups and trial.number == groups[-1][-1].number + 1:
+            groups[-1].append(trial)
+        else:
+            groups.append([trial])
+    return groups
+
+
 class OptunaSweeperImpl(Sweeper):
     def __init__(self, direction: str = "minimize", n_trials: int = 10, n_jobs: int = 1, seed: int | None = None,
-                 study_name: str = "ember", params: dict[str, str] | None = None):
+                 study_name: str = "ember", params: dict[str, str] | None = None, storage: str | None = None,
+                 heartbeat_interval: int = 10, grace_period: int = 30):
         if direction not in DIRECTIONS:
             raise ValueError(f"hydra.sweeper.direction={direction!r}: expected one of {', '.join(DIRECTIONS)}.")
+        if int(grace_period) <= int(heartbeat_interval):
+            raise ValueError(f"hydra.sweeper.grace_period={grace_period} must be longer than "
+                             f"hydra.sweeper.heartbeat_interval={heartbeat_interval}.")
         self.direction = DIRECTIONS[direction]
         self.n_trials, self.n_jobs, self.seed, self.study_name = int(n_trials), int(n_jobs), seed, study_name
         self.params = OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else dict(params or {})
+        self.storage, self.heartbeat, self.grace = storage, int(heartbeat_interval), int(grace_period)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         self.config = config
@@ -86,6 +186,7 @@ class OptunaSweeperImpl(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         optuna = _import_optuna()
+        states = optuna.trial.TrialState
         space = search_space(self.params)
         if not space:
             raise ValueError("hparams_search=optuna has an empty search space: set hydra.sweeper.params, e.g. "
@@ -93,31 +194,51 @@ class OptunaSweeperImpl(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        storage = f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-        study = optuna.create_study(study_name=self.study_name, storage=storage, direction=self.direction,
-                                    sampler=optuna.samplers.TPESampler(seed=self.seed), load_if_exists=True)
-        for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            # left running by a killed sweep: failed, and its parameters asked again
-            study._storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(stale.params)
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        url = self.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        study, storage = open_study(optuna, url, self.study_name, self.direction, self.seed, self.heartbeat, self.grace)
         returns = []
         while True:
-            left = self.n_trials - len(study.get_trials(deepcopy=False, states=finished))
-            if left <= 0:
-                break
-            trials = [study.ask() for _ in range(min(self.n_jobs, left))]
-            overrides = [tuple(arguments) + tuple(f"{k}={suggest(t, k, s)}" for k, s in space.items())
-                         for t in trials]
-            results = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-            for trial, result in zip(trials, results):
-                value = result.return_value if result.status.name == "COMPLETED" else None
-                if value is None or (isinstance(value, float) and math.isnan(value)):
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                else:
-                    study.tell(trial, float(value))
-            returns.append(results)
-        if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            ask_again_interrupted(optuna, study, storage, self.grace)
+            trials = study.get_trials(deepcopy=False)
+            taken = sum(counts_as_trial(t, states) for t in trials)
+            if taken >= self.n_trials:
+                if not any(t.state == states.RUNNING for t in trials):
+                    break
+                time.sleep(self.heartbeat)  # another worker's trials: wait for them to finish or go stale
+                continue
+            mine, overrides = [], {}
+            for _ in range(min(self.n_jobs, self.n_trials - taken)):
+                with warnings.catch_warnings():  # ember records the heartbeats itself (Heartbeat below)
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                    trial = study.ask()
+                storage.record_heartbeat(trial._trial_id)
+                trial.set_user_attr(BEATING, True)
+                # numbers are handed out one by one by the storage: the first n_trials counted ones run
+                before = sum(counts_as_trial(t, states) for t in study.get_trials(deepcopy=False)
+                             if t.number < trial.number)
+                if before >= self.n_trials:
+                    trial.set_user_attr(SURPLUS, True)
+                    study.tell(trial, state=states.FAIL)
+                    continue
+                mine.append(trial)
+                # TPE seeded by trial number: a study started again, or a second worker, does not repeat
+                # the first process's points, and a trial's point does not depend on who asked it
+                study.sampler = optuna.samplers.TPESampler(seed=None if self.seed is None else self.seed + trial.number)
+                overrides[trial.number] = tuple(arguments) + tuple(f"{k}={suggest(trial, k, s)}"
+                                                                   for k, s in space.items())
+            for group in consecutive(mine):
+                with Heartbeat(storage, [t._trial_id for t in group], self.heartbeat):
+                    results = self.launcher.launch([overrides[t.number] for t in group],
+                                                   initial_job_idx=group[0].number)
+                for trial, result in zip(group, results):
+                    value = result.return_value if result.status.name == "COMPLETED" else None
+                    if value is None or (isinstance(value, float) and math.isnan(value)):
+                        trial.set_user_attr(RAISED, True)
+                        study.tell(trial, state=states.FAIL)
+                    else:
+                        study.tell(trial, float(value))
+                returns.append(results)
+        if study.get_trials(deepcopy=False, states=(states.COMPLETE,)):
             best = study.best_trial
             log.info(f"best trial {best.number}: value={best.value} params={best.params}")
             OmegaConf.save(OmegaConf.create({"value": best.value, "params": best.params, "number": best.number}),

@@ -54,8 +54,9 @@ def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
 class RunRecord:
     """The `run.json` of one run folder."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, write: bool = True):
         self.folder = Path(folder)
+        self.write = write  # False in the other ranks of a DDP run: they read, rank 0 writes
         self.path = self.folder / RUN_FILE
         self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
@@ -70,7 +71,7 @@ class RunRecord:
     def start(self, stage: str, cfg_hash: str, params: list[str], ckpt_path: str | None = None) -> None:
         self.data.update(status="running", ckpt_path=ckpt_path, stage=stage, metric=None, command=os.environ.get("EMBER_COMMAND", " ".join(sys.argv)),
                          cwd=os.getcwd(), git_commit=git_commit(os.getcwd()), config_hash=cfg_hash,
-                         params=params, started=time.time(), fit_calls=self.data.get("fit_calls", 0))
+                         params=params, started=time.time(), pid=os.getpid(), fit_calls=self.data.get("fit_calls", 0))
         self.data.pop("error", None)
         self.save()
 
@@ -84,12 +85,15 @@ class RunRecord:
         self.save()
 
     def fail(self, error: BaseException) -> None:
-        (self.folder / TRACEBACK_FILE).write_text("".join(traceback.format_exception(error)))
+        if self.write:
+            (self.folder / TRACEBACK_FILE).write_text("".join(traceback.format_exception(error)))
         self.data.update(status="failed", error=f"{type(error).__name__}: {error}", ended=time.time())
         self.data["seconds"] = round(self.data["ended"] - self.data.get("started", self.data["ended"]), 3)
         self.save()
 
     def save(self) -> None:
+        if not self.write:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path, self.data)
 

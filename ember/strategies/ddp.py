@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -45,6 +46,9 @@ log = logging.getLogger("ember")
 DEFAULT_TIMEOUT = timedelta(minutes=5)
 _PARENT_ENV = "EMBER_DDP_PARENT_PID"
 _JOB_ENV = "EMBER_DDP_HYDRA_JOB"  # the run folder of the Hydra job whose ranks this process started
+# a Hydra app whose sys.argv[0] is not a script (the `ember fit` command) names the command that runs one
+# of its jobs, as a JSON list (e.g. ["python", "-m", "ember", "fit", "--config-dir", "/abs/configs"])
+HYDRA_ENTRY_ENV = "EMBER_HYDRA_ENTRY"
 
 
 class RankFailure(RuntimeError):
@@ -332,16 +336,11 @@ def _this_command() -> list[str]:
     """The command that started this process, to start the other ranks with. Under Hydra, the other ranks
     run this job's overrides (not the whole sweep) in this job's run folder, writing no Hydra files of
     their own: one run folder per job."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    module = None
-    if spec is not None and spec.name and spec.name != "__main__":
-        module = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+    module = _main_module()
     hydra = _hydra_job()
     if hydra is not None:
-        script, overrides, run_dir = hydra
-        start = ["-m", module] if module else [script]
-        return [sys.executable, *start, *overrides, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
+        entry, overrides, run_dir = hydra
+        return [*entry, *overrides, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
                 "hydra/job_logging=none", "hydra/hydra_logging=none"]
     if module:
         return [sys.executable, "-m", module, *sys.argv[1:]]
@@ -354,8 +353,17 @@ def _this_command() -> list[str]:
     return [sys.executable, os.path.abspath(script), *sys.argv[1:]]
 
 
-def _hydra_job() -> tuple[str, list[str], str] | None:
-    """(script, this job's overrides, its run folder) when running inside a Hydra app, else None."""
+def _main_module() -> str | None:
+    """The module this program was started as (`python -m package.module`), or None for a script."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is None or not spec.name or spec.name == "__main__":
+        return None
+    return spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+
+
+def _hydra_job() -> tuple[list[str], list[str], str] | None:
+    """(the command that runs a job of this app, this job's overrides, its run folder) when running inside
+    a Hydra app, else None."""
     if "hydra" not in sys.modules:
         return None
     from hydra.core.hydra_config import HydraConfig
@@ -363,8 +371,15 @@ def _hydra_job() -> tuple[str, list[str], str] | None:
     if not HydraConfig.initialized():
         return None
     config = HydraConfig.get()
-    script = os.path.join(config.runtime.cwd, sys.argv[0])  # argv[0] is relative to where it started
-    return script, list(config.overrides.task), config.runtime.output_dir
+    entry = os.environ.get(HYDRA_ENTRY_ENV)  # set by the `ember` command, whose argv[0] is no script
+    if entry:
+        command = json.loads(entry)
+    else:
+        module = _main_module()
+        # argv[0] is relative to where the program started, not to the job's folder
+        command = [sys.executable, "-m", module] if module else [
+            sys.executable, os.path.join(config.runtime.cwd, sys.argv[0])]
+    return command, list(config.overrides.task), config.runtime.output_dir
 
 
 def _start_folder() -> str:

@@ -15,18 +15,24 @@ class ReconstructionPlotter(pl.Callback):
     are attached.
 
     Args:
-        images: a (N, 1, 28, 28) tensor of fixed validation images, the same every epoch.
+        images: a (N, 1, 28, 28) tensor of fixed validation images, the same every epoch; None: the first
+            `num_images` of the datamodule's validation set (how a config, which holds no tensors, says it).
         dirpath: folder for the PNG files.
+        num_images: how many validation images to draw when `images` is None.
     """
 
-    def __init__(self, images, dirpath="reconstructions"):
+    def __init__(self, images=None, dirpath="reconstructions", num_images=10):
         super().__init__()
         self.images = images
         self.dirpath = Path(dirpath)
+        self.num_images = num_images
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
+        if self.images is None:
+            val_data = trainer.datamodule.val_data
+            self.images = torch.stack([val_data[i][0] for i in range(self.num_images)])
         import matplotlib
 
         matplotlib.use("Agg")  # no display on a training machine
