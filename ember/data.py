@@ -218,9 +218,11 @@ class ResumableBatchSampler(BatchSampler):
         self.start = 0
 
     def __iter__(self) -> Iterator[list[int]]:
+        # A generator, so that `start` is read when the first batch is asked for, not when iter() is called:
+        # torch's multi-worker loader iterator calls iter() on the batch sampler twice and uses the second.
         start, self.start = self.start, 0  # the skip applies to one epoch only
         batches = super().__iter__()
-        return itertools.islice(batches, start, None) if start else batches
+        yield from itertools.islice(batches, start, None) if start else batches
 
 
 def make_resumable(loader: Any, seed: int, rank: int = 0, num_replicas: int = 1) -> tuple[Any, bool]:

@@ -445,3 +445,19 @@ def test_checkpoint_callbacks_run_after_the_others_whatever_their_place(tmp_path
 
     fit(tmp_path, callbacks=[Saver(dirpath=tmp_path / "c"), Recorder()], max_epochs=1)
     assert order == ["recorder", "checkpoint"]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_resumable_loader_starts_at_the_batch_it_was_given(num_workers):
+    """torch's multi-worker iterator calls iter() on the batch sampler twice and keeps the second: the skip
+    must hold for the iterator that is used (a mid-epoch resume with workers once restarted the epoch)."""
+    from ember.data import make_resumable
+
+    dataset = TensorDataset(torch.arange(40))
+    loader, resumable = make_resumable(DataLoader(dataset, batch_size=4, shuffle=True, num_workers=num_workers),
+                                       seed=3)
+    assert resumable
+    whole = [batch[0].tolist() for batch in loader]
+    loader.batch_sampler.start = 6
+    assert [batch[0].tolist() for batch in loader] == whole[6:]
+    assert [batch[0].tolist() for batch in loader] == whole  # the skip holds for one epoch
