@@ -20,6 +20,7 @@ from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSa
 from ember.arguments import limited
 from ember.hparams import HyperparametersMixin
 from ember.overfit import in_dataset_order
+from ember.seed import draw_data_seed
 
 
 class DataModule(HyperparametersMixin):
@@ -245,6 +246,11 @@ def make_resumable(loader: Any, seed: int, rank: int = 0, num_replicas: int = 1)
     sampler = ResumableSampler(len(loader.dataset), shuffle, seed, num_replicas, rank, loader.batch_size,
                                loader.drop_last)
     batch_sampler = ResumableBatchSampler(sampler, loader.batch_size, loader.drop_last)
+    # what iterating the given loader draws from the global generator: its workers' base seed and, when it
+    # shuffles without a generator of its own, the sampler's seed. ember's loader draws the same at the
+    # start of each epoch (and uses none of it), so code after fit sees the random numbers it would see
+    # without ember in between (Lightning's, under the same seed)
+    batch_sampler.global_draws = int(loader.generator is None) + int(shuffle and loader.sampler.generator is None)
     return rebuild_loader(loader, batch_sampler=batch_sampler, generator=private_generator(seed)), True
 
 
@@ -388,8 +394,9 @@ class DataConnector:
         self.train_resumable = True
         self.as_they_come = False  # batches need no transfer (see `batches_need_no_transfer`)
 
-    def train_loader(self, loaders: Any, seed: int) -> tuple[Any, float]:
-        """The training loader (with ember's resumable sampler when it can be swapped in) and its batch count."""
+    def train_loader(self, loaders: Any, state: Any) -> tuple[Any, float]:
+        """The training loader (with ember's resumable sampler when it can be swapped in) and its batch count;
+        `state.data_seed` is drawn here when it is None (a new fit)."""
         trainer = self.trainer
         if loaders is None:
             source = trainer.datamodule if trainer.datamodule is not None else trainer.lightning_module
@@ -403,6 +410,9 @@ class DataConnector:
         as_loader_list(loaders, "train_dataloaders")
         if trainer.overfit_batches:
             loaders = in_dataset_order(loaders, "training", rebuild_loader)
+        if state.data_seed is None:
+            state.data_seed = draw_data_seed(shuffles=not _reads_in_order(loaders))
+        seed = state.data_seed
         loader = trainer.strategy.prepare_train_loader(loaders, seed)
         rank, replicas = trainer.strategy.shard()
         loader, self.train_resumable = make_resumable(loader, seed, rank, replicas)
@@ -434,7 +444,8 @@ class DataConnector:
         if trainer.overfit_batches and stage == "validate" and trainer.state == "fit":
             loaders = [in_dataset_order(lo, "validation", rebuild_loader) for lo in loaders]
         rank, replicas = trainer.strategy.shard()
-        loaders = [_quiet_generator(_shard_eval(lo, rank, replicas)) for lo in loaders]
+        # (iterating them draws from the global generator, as in a loop without ember: see make_resumable)
+        loaders = [_shard_eval(lo, rank, replicas) for lo in loaders]
         name = {"validate": "limit_val_batches", "test": "limit_test_batches",
                 "predict": "limit_predict_batches"}[stage]
         limit = getattr(trainer, name)
@@ -447,6 +458,8 @@ class DataConnector:
             sampler.sampler.set_epoch(epoch)
             sampler.start = start
             loader.generator.manual_seed(seed + epoch)
+            if start == 0:  # (a resumed epoch's draws are in the checkpoint's RNG states)
+                torch.empty(sampler.global_draws, dtype=torch.int64).random_()
             return iter(loader)
         for obj in (getattr(loader, "sampler", None), sampler):
             if hasattr(obj, "set_epoch"):
@@ -510,8 +523,7 @@ def _shard_eval(loader: Any, rank: int, replicas: int) -> Any:
                           batch_size=loader.batch_size, drop_last=loader.drop_last)
 
 
-def _quiet_generator(loader: Any) -> Any:
-    """Give an evaluation DataLoader its own generator, so iterating it draws nothing from the global one."""
-    if isinstance(loader, DataLoader) and loader.generator is None:
-        loader.generator = private_generator(0)
-    return loader
+
+def _reads_in_order(loader: Any) -> bool:
+    """True for a DataLoader that reads its dataset in order (its data seed would go unused)."""
+    return isinstance(loader, DataLoader) and type(loader.sampler) is SequentialSampler

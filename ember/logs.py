@@ -471,12 +471,12 @@ class LoggerFeed:
         trainer = self.trainer
         if not trainer.is_global_zero:
             return
-        model = trainer.lightning_module
-        params = dict(model.hparams)
-        if trainer.datamodule is not None:
-            params.update(trainer.datamodule.hparams)
+        model, datamodule = trainer.lightning_module, trainer.datamodule
+        logged = [obj for obj in (model, datamodule) if obj is not None and obj._log_hyperparams]
+        params = {k: v for obj in logged for k, v in obj.hparams.items()}
         for logger in trainer.loggers:
-            logger.log_hyperparams(params)
+            if logged:  # (save_hyperparameters(logger=False) on both: the loggers get none, not an empty set)
+                logger.log_hyperparams(params)
             logger.log_graph(model, model.example_input_array)
 
 

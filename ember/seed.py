@@ -86,10 +86,14 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def draw_data_seed() -> int:
-    """The seed of the training data order: from seed_everything if it was called, else drawn once."""
+def draw_data_seed(shuffles: bool = True) -> int:
+    """The seed of the training data order: from seed_everything if it was called, else drawn once from the
+    global generator when the data is shuffled (data read in order takes the generator's initial seed, so
+    that a fit draws nothing that a loop without ember would not)."""
     seed = current_seed()
-    return seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    if seed is not None:
+        return seed
+    return int(torch.randint(0, 2**31 - 1, ()).item()) if shuffles else torch.initial_seed() % 2**31
 
 
 @contextlib.contextmanager

@@ -33,7 +33,6 @@ from ember.module import Module
 from ember.optimization import Optimization, check_step_output
 from ember.precision import Precision, parse_precision
 from ember.resume import Checkpointing
-from ember.seed import draw_data_seed
 from ember.state import FitState
 from ember.strategies import Strategy, select_strategy
 from ember.trainer_properties import TrainerProperties
@@ -200,7 +199,8 @@ class Trainer(TrainerProperties, Checkpointing):
         if checkpoint is not None:
             restore(self._early_parts(), checkpoint, f"The checkpoint {self.ckpt_path!r}")
         self._setup_stage("fit")
-        state.data_seed = draw_data_seed() if checkpoint is None else state.data_seed
+        if checkpoint is None:
+            state.data_seed = None  # drawn when the training data is connected, once it is known to shuffle
         self._connect_train_data(train_dataloaders)
         self._connect_eval_data("validate", val_dataloaders)
         self.optimization = Optimization(self, callbacks, self.log_collector, self._precision, state)
@@ -441,6 +441,7 @@ class Trainer(TrainerProperties, Checkpointing):
             torch.backends.cudnn.benchmark = self.benchmark
         anomaly = torch.autograd.set_detect_anomaly(True) if self.detect_anomaly else None
         status = "success"
+        self.log_collector.clear_metrics()  # each entry point starts with no metrics, as in Lightning
         try:
             body()
             if self.interrupted:
@@ -493,7 +494,7 @@ class Trainer(TrainerProperties, Checkpointing):
 
     def _connect_train_data(self, loaders: Any) -> None:
         self._train_source = loaders
-        self.train_dataloader, self.num_training_batches = self._data.train_loader(loaders, self.fit_state.data_seed)
+        self.train_dataloader, self.num_training_batches = self._data.train_loader(loaders, self.fit_state)
         self._val_every = schedule.validation_interval(self.val_check_interval, self.num_training_batches)
 
     def _connect_eval_data(self, stage: str, loaders: Any) -> None:

@@ -1,0 +1,185 @@
+"""Programs shaped like Lightning users' (tests/lightning_programs.py), each run from the same source under
+Lightning 2.6 and under `ember.lightning`: the same optimizer steps, logged keys, CSV columns, checkpoint
+names and, where seeded, the same weights (torch.equal) and the same random numbers after fit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import ember.lightning
+from ember.checkpoint import CheckpointError
+import lightning_programs as programs
+
+L = pytest.importorskip("lightning.pytorch")
+HERE = Path(__file__).resolve().parent
+
+
+def both(tmp_path, program, **options):
+    """Run `program(pl, root)` (returning a `programs.run` result) under each library from seed 0."""
+    results = {}
+    for pl in (L, ember.lightning):
+        name = pl.__name__
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pl.seed_everything(0, verbose=False)
+        results[name] = program(pl, tmp_path / name)
+    return results[ember.lightning.__name__], results[L.__name__]
+
+
+def test_gan_with_two_optimizers_and_toggle_optimizer(tmp_path):
+    pytest.importorskip("tensorboard")
+
+    def program(pl, root):
+        loggers = [pl.loggers.TensorBoardLogger(root, name="tb"), pl.loggers.CSVLogger(root, name="csv")]
+        return programs.run(pl, programs.gan(pl)(), root, max_epochs=2, limit_val_batches=2,
+                            logger=loggers, fit=lambda t, m: t.fit(m, programs.data(), programs.data(16, seed=1)))
+
+    ours, theirs = both(tmp_path, program)
+    assert programs.comparable(ours) == programs.comparable(theirs)
+    assert ours.global_step == 16 and ours.optimizer_steps == 16  # two optimizers, 4 batches, 2 epochs
+    assert all(ours.model.optimizer_types) and all(theirs.model.optimizer_types)
+    assert programs.same_weights(ours.model, theirs.model)
+    assert torch.equal(torch.rand(3), torch.rand(3)) is False  # (the stream moves: the next test's check is real)
+
+
+@pytest.mark.parametrize("finetuning", ["BackboneFinetuning", "BaseFinetuning subclass"])
+def test_transfer_learning_freezes_then_unfreezes_the_backbone(tmp_path, finetuning):
+    def program(pl, root):
+        if finetuning == "BackboneFinetuning":
+            finetune = pl.callbacks.BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_ratio_lr=0.1,
+                                                       should_align=True, train_bn=True)
+        else:
+            finetune = programs.freeze_unfreeze(pl, at_epoch=1)
+        callbacks = [finetune, pl.callbacks.LearningRateMonitor(logging_interval="epoch")]
+        result = programs.run(pl, programs.transfer(pl)(), root, max_epochs=3, callbacks=callbacks,
+                              log_every_n_steps=1,
+                              fit=lambda t, m: t.fit(m, programs.data(), programs.data(16, seed=1)))
+        result.groups = [len(g["params"]) for g in result.trainer.optimizers[0].param_groups]
+        result.lrs = [g["lr"] for g in result.trainer.optimizers[0].param_groups]
+        return result
+
+    ours, theirs = both(tmp_path, program)
+    assert programs.comparable(ours) == programs.comparable(theirs)
+    assert ours.groups == [2, 4]  # the head, then the backbone (linear + batch norm) added at epoch 1
+    assert programs.same_weights(ours.model, theirs.model)
+    assert all(p.requires_grad for p in ours.model.backbone.parameters())
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_warm_up_by_overriding_optimizer_step(tmp_path, accumulate):
+    def program(pl, root):
+        return programs.run(pl, programs.warmup(pl)(), root, max_epochs=2, log_every_n_steps=1,
+                            accumulate_grad_batches=accumulate)
+
+    ours, theirs = both(tmp_path, program)
+    assert programs.comparable(ours) == programs.comparable(theirs)
+    assert ours.global_step == 8 // accumulate
+    assert programs.same_weights(ours.model, theirs.model)
+    lrs = [row["lr"] for row in programs.csv_rows(tmp_path / ember.lightning.__name__) if row.get("lr")]
+    assert lrs == [row["lr"] for row in programs.csv_rows(tmp_path / L.__name__) if row.get("lr")]
+    assert float(lrs[0]) == pytest.approx(0.1 / 4)  # warm-up: a quarter of the rate on the first step
+
+
+@pytest.mark.parametrize("ignore", [(), ("net",)])
+def test_module_taking_a_network_and_a_partial_optimizer(tmp_path, ignore):
+    def program(pl, root):
+        cls = programs.template(pl, ignore)
+        result = programs.run(pl, cls(**programs.template_arguments()), root, max_epochs=3,
+                              fit=lambda t, m: (t.fit(m, programs.data(), programs.data(16, seed=1)),
+                                                t.test(m, programs.data(16, seed=2))))
+        result.hparams = sorted(result.model.hparams)
+        (path,) = Path(root).rglob("*.ckpt")
+        if pl is ember.lightning:  # nothing pickled: the error names what to pass
+            with pytest.raises(CheckpointError, match=r"load_from_checkpoint\(path, (net=\.\.\., )?optimizer="):
+                cls.load_from_checkpoint(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (Lightning: weights_only is needed for its pickled partials)
+            loaded = cls.load_from_checkpoint(path, weights_only=False, **programs.template_arguments())
+        result.loaded_same = programs.same_weights(loaded, result.model)
+        result.yaml = {name: yaml.safe_load((Path(root) / name).read_text())
+                       for name in programs.files_under(root, ".yaml")}
+        return result
+
+    ours, theirs = both(tmp_path, program)
+    assert programs.comparable(ours) == programs.comparable(theirs)
+    assert ours.loaded_same and ours.hparams == sorted({"net", "optimizer", "scheduler", "compile"} - set(ignore))
+    assert "test/loss" in ours.logged
+    assert programs.same_weights(ours.model, theirs.model)
+
+
+def test_hydra_instantiated_trainer_with_callbacks_and_loggers(tmp_path):
+    hydra_utils = pytest.importorskip("hydra.utils")
+    from omegaconf import OmegaConf
+
+    def program(pl, root):
+        library = pl.__name__
+        config = OmegaConf.create({
+            "net": {"_target_": "lightning_programs.small_net"},
+            "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01},
+            "trainer": {
+                "_target_": f"{library}.Trainer", "default_root_dir": str(root), "max_epochs": 3,
+                "accelerator": "cpu", "enable_progress_bar": False, "log_every_n_steps": 2,
+                "callbacks": [
+                    {"_target_": f"{library}.callbacks.ModelCheckpoint", "monitor": "val/loss", "save_top_k": 2,
+                     "save_last": True, "filename": "epoch_{epoch:03d}", "auto_insert_metric_name": False},
+                    {"_target_": f"{library}.callbacks.EarlyStopping", "monitor": "val/loss", "patience": 5},
+                    {"_target_": f"{library}.callbacks.LearningRateMonitor", "logging_interval": "step"},
+                    {"_target_": f"{library}.callbacks.RichModelSummary", "max_depth": -1},
+                ],
+                "logger": [{"_target_": f"{library}.loggers.CSVLogger", "save_dir": str(root), "name": "csv"}],
+            }})
+        trainer = hydra_utils.instantiate(config.trainer)
+        assert type(trainer.callbacks).__name__ == "list"
+        module = programs.template(pl)(net=hydra_utils.instantiate(config.net),
+                                       optimizer=hydra_utils.instantiate(config.optimizer))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(module, programs.data(), programs.data(16, seed=1))
+        return dict(steps=trainer.global_step, logged=sorted(trainer.logged_metrics),
+                    columns=programs.csv_columns(root), checkpoints=programs.files_under(root, ".ckpt"),
+                    best=Path(trainer.checkpoint_callback.best_model_path).name, model=module)
+
+    ours, theirs = both(tmp_path, program)
+    assert ours.pop("model") is not None and theirs.pop("model") is not None
+    assert ours == theirs
+    assert "lr-Adam" in ours["columns"]["csv/version_0"] and ours["checkpoints"][-1].endswith("last.ckpt")
+
+
+@pytest.mark.slow
+def test_lightning_cli_script_with_a_yaml_config(tmp_path):
+    pytest.importorskip("jsonargparse")
+    config = tmp_path / "config.yaml"
+    config.write_text("seed_everything: 3\n"
+                      "trainer:\n  max_epochs: 2\n  accelerator: cpu\n  enable_progress_bar: false\n"
+                      "  log_every_n_steps: 2\n  logger:\n    class_path: CSVLogger\n"
+                      "    init_args: {save_dir: .}\n"
+                      "model:\n  hidden: 6\n"
+                      "optimizer:\n  class_path: torch.optim.Adam\n  init_args: {lr: 0.01}\n"
+                      "data:\n  batch_size: 4\n")
+    found = {}
+    for library in (L.__name__, ember.lightning.__name__):
+        root = tmp_path / library
+        root.mkdir()
+        env = {**os.environ, "PL": library, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]),
+               "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        def cli(*args):
+            done = subprocess.run([sys.executable, str(HERE / "lightning_programs.py"), *args], cwd=root,
+                                  env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-3000:]
+            return done.stdout
+
+        cli("fit", "--config", str(config))
+        found[library] = dict(checkpoints=programs.files_under(root, ".ckpt"),
+                              configs=programs.files_under(root, ".yaml"), columns=programs.csv_columns(root))
+        (checkpoint,) = root.rglob("*.ckpt")
+        cli("test", "--config", str(config), "--trainer.logger", "false", "--ckpt_path", str(checkpoint))
+    assert found[ember.lightning.__name__] == found[L.__name__]
+    assert found[L.__name__]["checkpoints"] == ["lightning_logs/version_0/checkpoints/epoch=1-step=16.ckpt"]
