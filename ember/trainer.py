@@ -329,9 +329,21 @@ class Trainer(TrainerProperties, Checkpointing):
 
         Called after on_train_batch_end, and before a checkpoint is written in it, so that what the
         loggers hold is never behind the newest checkpoint."""
-        if self.optimization is not None and self.optimization.flush_due:
-            self.optimization.flush_due = False
-            self._feed.send(self.log_collector.pop_step_values(), step=self.global_step - 1)
+        if self.optimization is None:
+            return
+        if self.lightning_module.automatic_optimization:
+            due, self.optimization.flush_due = self.optimization.flush_due, False
+        else:  # manual: the loggers count batches, not the steps of each optimizer
+            due = self.fit_state.total_batches % self.log_every_n_steps == 0
+        if due:
+            self._feed.send(self.log_collector.pop_step_values(), step=self._logged_steps() - 1)
+
+    def _logged_steps(self) -> int:
+        """The loggers' step axis: optimizer steps, or in manual optimization training batches (as in
+        Lightning, where a batch that steps two optimizers is one step for the loggers)."""
+        if self.lightning_module is None or self.lightning_module.automatic_optimization:
+            return self.global_step
+        return self.fit_state.total_batches
 
     # --- when things happen (the rules are in schedule.py) ----------------------------------------
 

@@ -268,6 +268,16 @@ def csv_columns(root: Path) -> dict[str, list[str]]:
     return found
 
 
+def csv_steps(root: Path) -> dict[str, list[tuple[str, list[str]]]]:
+    """Each metrics.csv under `root` as (step, the keys written in that row), by relative folder."""
+    found = {}
+    for path in Path(root).rglob("metrics.csv"):
+        with open(path, newline="") as f:
+            found[str(path.parent.relative_to(root))] = [(row["step"], sorted(k for k, v in row.items() if v))
+                                                         for row in csv.DictReader(f)]
+    return found
+
+
 def csv_rows(root: Path) -> list[dict[str, str]]:
     (path,) = Path(root).rglob("metrics.csv")
     with open(path, newline="") as f:
@@ -288,7 +298,7 @@ def run(pl: Any, model: Any, root: Path, fit: Callable | None = None, callbacks:
     return SimpleNamespace(
         trainer=trainer, model=model, optimizer_steps=counter.steps, global_step=trainer.global_step,
         epoch=trainer.current_epoch, logged=sorted(trainer.logged_metrics),
-        callback_metrics=sorted(trainer.callback_metrics), columns=csv_columns(root),
+        callback_metrics=sorted(trainer.callback_metrics), columns=csv_columns(root), rows=csv_steps(root),
         checkpoints=files_under(root, ".ckpt"))
 
 

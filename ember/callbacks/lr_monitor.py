@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ember.callbacks.base import Callback
 
 
@@ -73,6 +75,9 @@ class LearningRateMonitor(Callback):
             return
         for key, value in stats.items():
             self.lrs.setdefault(key, []).append(value)
+        # callbacks may monitor the rates (as in Lightning, where they are in callback_metrics too)
+        trainer.callback_metrics.update({key: torch.tensor(value, device=trainer.strategy.root_device)
+                                         for key, value in stats.items()})
         for logger in trainer.loggers:
             logger.log_metrics(stats, step=trainer.global_step)
 
