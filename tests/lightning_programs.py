@@ -306,8 +306,9 @@ def comparable(result: SimpleNamespace) -> dict[str, Any]:
     return {k: v for k, v in vars(result).items() if k not in ("trainer", "model")}
 
 
-def same_weights(a: nn.Module, b: nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
+def same_weights(a: Any, b: Any) -> bool:
+    """Modules (or state dicts) with the same keys and equal tensors, bit for bit."""
+    sa, sb = (x.state_dict() if isinstance(x, nn.Module) else x for x in (a, b))
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 

@@ -183,3 +183,54 @@ def test_lightning_cli_script_with_a_yaml_config(tmp_path):
         cli("test", "--config", str(config), "--trainer.logger", "false", "--ckpt_path", str(checkpoint))
     assert found[ember.lightning.__name__] == found[L.__name__]
     assert found[L.__name__]["checkpoints"] == ["lightning_logs/version_0/checkpoints/epoch=1-step=16.ckpt"]
+
+
+def seeded_fit(pl, root, validation: bool, shuffle: bool = False, seed_everything: bool = True):
+    """seed_everything (or torch.manual_seed alone), build a model with dropout, fit; then what the run
+    leaves: weights, metrics, the CSV rows and the next random numbers of torch, numpy and random."""
+    import random
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if seed_everything:
+            pl.seed_everything(1234, verbose=False)
+        else:
+            torch.manual_seed(1234)
+            np.random.seed(1234)
+            random.seed(1234)
+    model = programs.dropout_net(pl)()
+    trainer = pl.Trainer(default_root_dir=root, max_epochs=3, accelerator="cpu", enable_progress_bar=False,
+                         enable_model_summary=False, logger=pl.loggers.CSVLogger(root), log_every_n_steps=2)
+    val = programs.data(16, seed=1) if validation else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, programs.data(shuffle=shuffle), val)
+    return dict(weights=model.state_dict(), metrics=dict(trainer.callback_metrics),
+                rows=programs.csv_rows(root), draws=(torch.rand(3), np.random.rand(2).tolist(), random.random()),
+                checkpoints=programs.files_under(root, ".ckpt"))
+
+
+@pytest.mark.parametrize("validation, seed_everything", [(False, True), (True, True), (True, False)],
+                         ids=["no validation", "validation", "torch.manual_seed alone"])
+def test_same_seed_same_numbers(tmp_path, validation, seed_everything):
+    # (without seed_everything ember has no data seed and draws none: nothing is shuffled)
+    ours = seeded_fit(ember.lightning, tmp_path / "ember", validation, seed_everything=seed_everything)
+    theirs = seeded_fit(L, tmp_path / "lightning", validation, seed_everything=seed_everything)
+    assert programs.same_weights(ours["weights"], theirs["weights"])
+    assert ours["metrics"].keys() == theirs["metrics"].keys()
+    assert all(torch.equal(ours["metrics"][k], theirs["metrics"][k]) for k in ours["metrics"])
+    assert ours["rows"] == theirs["rows"]  # every value written, as text: bit for bit
+    assert torch.equal(ours["draws"][0], theirs["draws"][0]) and ours["draws"][1:] == theirs["draws"][1:]
+    assert ours["checkpoints"] == theirs["checkpoints"]
+
+
+def test_with_shuffling_the_order_is_embers_own_but_the_random_numbers_after_fit_are_the_same(tmp_path):
+    # docs/lightning-compat.md (Trainer `fit`): ember shuffles by (seed, epoch), so that a resumed run sees
+    # the same order; it draws from the global generator what a shuffling DataLoader would
+    ours = seeded_fit(ember.lightning, tmp_path / "ember", validation=True, shuffle=True)
+    theirs = seeded_fit(L, tmp_path / "lightning", validation=True, shuffle=True)
+    assert torch.equal(ours["draws"][0], theirs["draws"][0]) and ours["draws"][1:] == theirs["draws"][1:]
+    assert ours["metrics"].keys() == theirs["metrics"].keys()
+
