@@ -392,6 +392,7 @@ class Trainer(TrainerProperties, Checkpointing):
             self._setup_stage(stage)
             self._connect_eval_data(stage, dataloaders)
             self._load_weights_for_eval(ckpt_path)
+            self._feed.hyperparameters()  # every entry point logs them, as in Lightning
             results.extend(evaluation_loop(self, stage, self._eval_context()))
             if verbose and self.is_global_zero:
                 print_results(stage, results)
@@ -424,6 +425,7 @@ class Trainer(TrainerProperties, Checkpointing):
             self._setup_stage("predict")
             self._connect_eval_data("predict", dataloaders)
             self._load_weights_for_eval(ckpt_path)
+            self._feed.hyperparameters()
             results.extend(predict_loop(self, keep, self._eval_context()))
 
         self._run("predict", model, datamodule, run)

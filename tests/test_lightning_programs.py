@@ -156,11 +156,11 @@ def test_hydra_instantiated_trainer_with_callbacks_and_loggers(tmp_path):
 @pytest.mark.slow
 def test_lightning_cli_script_with_a_yaml_config(tmp_path):
     pytest.importorskip("jsonargparse")
+    pytest.importorskip("tensorboard")  # Lightning's default logger
     config = tmp_path / "config.yaml"
     config.write_text("seed_everything: 3\n"
                       "trainer:\n  max_epochs: 2\n  accelerator: cpu\n  enable_progress_bar: false\n"
-                      "  log_every_n_steps: 2\n  logger:\n    class_path: CSVLogger\n"
-                      "    init_args: {save_dir: .}\n"
+                      "  log_every_n_steps: 2\n"
                       "model:\n  hidden: 6\n"
                       "optimizer:\n  class_path: torch.optim.Adam\n  init_args: {lr: 0.01}\n"
                       "data:\n  batch_size: 4\n")
@@ -170,6 +170,7 @@ def test_lightning_cli_script_with_a_yaml_config(tmp_path):
         root.mkdir()
         env = {**os.environ, "PL": library, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]),
                "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
         def cli(*args):
             done = subprocess.run([sys.executable, str(HERE / "lightning_programs.py"), *args], cwd=root,
                                   env=env, capture_output=True, text=True, timeout=120)
@@ -177,13 +178,17 @@ def test_lightning_cli_script_with_a_yaml_config(tmp_path):
             return done.stdout
 
         cli("fit", "--config", str(config))
-        found[library] = dict(checkpoints=programs.files_under(root, ".ckpt"),
-                              configs=programs.files_under(root, ".yaml"), columns=programs.csv_columns(root))
         (checkpoint,) = root.rglob("*.ckpt")
-        cli("test", "--config", str(config), "--trainer.logger", "false", "--ckpt_path", str(checkpoint))
+        tested = cli("test", "--config", str(config), "--ckpt_path", str(checkpoint))
+        saved = yaml.safe_load((root / "lightning_logs/version_0/config.yaml").read_text())
+        found[library] = dict(checkpoints=programs.files_under(root, ".ckpt"),
+                              yaml=programs.files_under(root, ".yaml"),
+                              events=sorted(str(p.parent.relative_to(root)) for p in root.rglob("events.out.*")),
+                              tested="test_loss" in tested, seed=saved["seed_everything"],
+                              model=saved["model"], data=saved["data"], optimizer=saved["optimizer"])
     assert found[ember.lightning.__name__] == found[L.__name__]
     assert found[L.__name__]["checkpoints"] == ["lightning_logs/version_0/checkpoints/epoch=1-step=16.ckpt"]
-
+    assert found[L.__name__]["tested"]
 
 def seeded_fit(pl, root, validation: bool, shuffle: bool = False, seed_everything: bool = True):
     """seed_everything (or torch.manual_seed alone), build a model with dropout, fit; then what the run
