@@ -33,6 +33,9 @@ class DataModule(HyperparametersMixin):
         ...     def train_dataloader(self):
         ...         return DataLoader(self.train, batch_size=8, shuffle=True)
     """
+    CHECKPOINT_HYPER_PARAMS_KEY = "datamodule_hyper_parameters"  # (Lightning's keys for a datamodule's)
+    CHECKPOINT_HYPER_PARAMS_NAME = "datamodule_hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "datamodule_hparams_type"
 
     name: str | None = None
 
@@ -86,7 +89,7 @@ class DataModule(HyperparametersMixin):
         from ember.plain import from_plain
 
         checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
-        hparams = {k: from_plain(v) for k, v in (checkpoint.get("datamodule_hyper_parameters") or {}).items()}
+        hparams = {k: from_plain(v) for k, v in (checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}).items()}
         if hparams_file is not None:
             import yaml
 
@@ -246,10 +249,8 @@ def make_resumable(loader: Any, seed: int, rank: int = 0, num_replicas: int = 1)
     sampler = ResumableSampler(len(loader.dataset), shuffle, seed, num_replicas, rank, loader.batch_size,
                                loader.drop_last)
     batch_sampler = ResumableBatchSampler(sampler, loader.batch_size, loader.drop_last)
-    # what iterating the given loader draws from the global generator: its workers' base seed and, when it
-    # shuffles without a generator of its own, the sampler's seed. ember's loader draws the same at the
-    # start of each epoch (and uses none of it), so code after fit sees the random numbers it would see
-    # without ember in between (Lightning's, under the same seed)
+    # what iterating `loader` draws from the global generator (workers' base seed; the sampler's seed if it has no
+    # generator): ember's draws as much each epoch, so the random numbers are those of a loop without ember
     batch_sampler.global_draws = int(loader.generator is None) + int(shuffle and loader.sampler.generator is None)
     return rebuild_loader(loader, batch_sampler=batch_sampler, generator=private_generator(seed)), True
 
@@ -395,8 +396,7 @@ class DataConnector:
         self.as_they_come = False  # batches need no transfer (see `batches_need_no_transfer`)
 
     def train_loader(self, loaders: Any, state: Any) -> tuple[Any, float]:
-        """The training loader (with ember's resumable sampler when it can be swapped in) and its batch count;
-        `state.data_seed` is drawn here when it is None (a new fit)."""
+        """The training loader (with ember's resumable sampler if it can be swapped in), its batch count."""
         trainer = self.trainer
         if loaders is None:
             source = trainer.datamodule if trainer.datamodule is not None else trainer.lightning_module
@@ -410,9 +410,7 @@ class DataConnector:
         as_loader_list(loaders, "train_dataloaders")
         if trainer.overfit_batches:
             loaders = in_dataset_order(loaders, "training", rebuild_loader)
-        if state.data_seed is None:
-            state.data_seed = draw_data_seed(shuffles=not _reads_in_order(loaders))
-        seed = state.data_seed
+        seed = state.data_seed = draw_data_seed(loaders) if state.data_seed is None else state.data_seed
         loader = trainer.strategy.prepare_train_loader(loaders, seed)
         rank, replicas = trainer.strategy.shard()
         loader, self.train_resumable = make_resumable(loader, seed, rank, replicas)
@@ -444,7 +442,6 @@ class DataConnector:
         if trainer.overfit_batches and stage == "validate" and trainer.state == "fit":
             loaders = [in_dataset_order(lo, "validation", rebuild_loader) for lo in loaders]
         rank, replicas = trainer.strategy.shard()
-        # (iterating them draws from the global generator, as in a loop without ember: see make_resumable)
         loaders = [_shard_eval(lo, rank, replicas) for lo in loaders]
         name = {"validate": "limit_val_batches", "test": "limit_test_batches",
                 "predict": "limit_predict_batches"}[stage]
@@ -458,8 +455,7 @@ class DataConnector:
             sampler.sampler.set_epoch(epoch)
             sampler.start = start
             loader.generator.manual_seed(seed + epoch)
-            if start == 0:  # (a resumed epoch's draws are in the checkpoint's RNG states)
-                torch.empty(sampler.global_draws, dtype=torch.int64).random_()
+            torch.empty(sampler.global_draws if start == 0 else 0, dtype=torch.int64).random_()  # (see make_resumable)
             return iter(loader)
         for obj in (getattr(loader, "sampler", None), sampler):
             if hasattr(obj, "set_epoch"):
@@ -522,8 +518,3 @@ def _shard_eval(loader: Any, rank: int, replicas: int) -> Any:
     return rebuild_loader(loader, sampler=EvalShardSampler(len(loader.dataset), rank, replicas),
                           batch_size=loader.batch_size, drop_last=loader.drop_last)
 
-
-
-def _reads_in_order(loader: Any) -> bool:
-    """True for a DataLoader that reads its dataset in order (its data seed would go unused)."""
-    return isinstance(loader, DataLoader) and type(loader.sampler) is SequentialSampler

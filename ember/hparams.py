@@ -60,7 +60,7 @@ class HyperparametersMixin:
         self._hparams = AttributeDict()
         self._hparams_initial = AttributeDict()
         self._hparams_name: str | None = None
-        self._log_hyperparams = True
+        self._log_hyperparams = False  # set by save_hyperparameters: with none saved, loggers get none
 
     def save_hyperparameters(self, *args: Any, ignore: Sequence[str] | str | None = None,
                              frame: Any = None, logger: bool = True) -> None:
@@ -136,10 +136,10 @@ class HyperparametersMixin:
         return self._hparams
 
     def remove_ignored_hparams(self, ignore_list: Sequence[str]) -> None:
-        """Forget hyperparameters a base class saved (`self.hparams` and `self.hparams_initial`)."""
+        """Forget hyperparameters a base class saved, from `self.hparams` (`hparams_initial` keeps them, as in
+        Lightning)."""
         for name in ignore_list:
             self._hparams.pop(name, None)
-            self._hparams_initial.pop(name, None)
 
     @property
     def hparams_initial(self) -> AttributeDict:

@@ -402,11 +402,14 @@ def readable(value: Any) -> Any:
             return plain(value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if isinstance(value, functools.partial):
-        arguments = [repr(readable(a)) for a in value.args] + [f"{k}={readable(v)!r}" for k, v in value.keywords.items()]
+    if isinstance(value, functools.partial):  # (a network or callable kept out of checkpoints: one line)
+        arguments = [repr(readable(a)) for a in value.args]
+        arguments += [f"{k}={readable(v)!r}" for k, v in value.keywords.items()]
         return f"functools.partial({_qualified(value.func)}, {', '.join(arguments)})"
-    if isinstance(value, nn.Module) or isinstance(value, type) or inspect.isroutine(value):
-        return f"{_qualified(type(value) if isinstance(value, nn.Module) else value)}{'(...)' * isinstance(value, nn.Module)}"
+    if isinstance(value, nn.Module):
+        return f"{_qualified(type(value))}(...)"
+    if isinstance(value, type) or inspect.isroutine(value):
+        return _qualified(value)
     return str(value)
 
 

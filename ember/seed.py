@@ -86,14 +86,18 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def draw_data_seed(shuffles: bool = True) -> int:
+def draw_data_seed(loader: Any = None) -> int:
     """The seed of the training data order: from seed_everything if it was called, else drawn once from the
-    global generator when the data is shuffled (data read in order takes the generator's initial seed, so
-    that a fit draws nothing that a loop without ember would not)."""
+    global generator when `loader` shuffles (a DataLoader reading in order takes the generator's initial
+    seed instead, so that fit draws nothing that a loop without ember would not)."""
+    from torch.utils.data import DataLoader, SequentialSampler
+
     seed = current_seed()
     if seed is not None:
         return seed
-    return int(torch.randint(0, 2**31 - 1, ()).item()) if shuffles else torch.initial_seed() % 2**31
+    if isinstance(loader, DataLoader) and type(loader.sampler) is SequentialSampler:
+        return torch.initial_seed() % 2**31
+    return int(torch.randint(0, 2**31 - 1, ()).item())
 
 
 @contextlib.contextmanager

@@ -164,9 +164,7 @@ class Trainer(TrainerProperties, Checkpointing):
         self.log_collector.strategy = self.strategy if self.strategy.world_size > 1 else None
         self._data = DataConnector(self, self._precision, Module)
         self.train_dataloader: Any = None
-        self.val_dataloaders: list[Any] = []
-        self.test_dataloaders: list[Any] = []
-        self.predict_dataloaders: list[Any] = []
+        self._eval_loaders: dict[str, list[Any]] = {"validate": [], "test": [], "predict": []}  # (see properties)
         self.num_training_batches: float = 0
         self.num_val_batches: list[float] = []
         self.num_test_batches: list[float] = []
@@ -199,8 +197,7 @@ class Trainer(TrainerProperties, Checkpointing):
         if checkpoint is not None:
             restore(self._early_parts(), checkpoint, f"The checkpoint {self.ckpt_path!r}")
         self._setup_stage("fit")
-        if checkpoint is None:
-            state.data_seed = None  # drawn when the training data is connected, once it is known to shuffle
+        state.data_seed = None if checkpoint is None else state.data_seed  # (None: drawn with the train data)
         self._connect_train_data(train_dataloaders)
         self._connect_eval_data("validate", val_dataloaders)
         self.optimization = Optimization(self, callbacks, self.log_collector, self._precision, state)
@@ -329,21 +326,8 @@ class Trainer(TrainerProperties, Checkpointing):
 
         Called after on_train_batch_end, and before a checkpoint is written in it, so that what the
         loggers hold is never behind the newest checkpoint."""
-        if self.optimization is None:
-            return
-        if self.lightning_module.automatic_optimization:
-            due, self.optimization.flush_due = self.optimization.flush_due, False
-        else:  # manual: the loggers count batches, not the steps of each optimizer
-            due = self.fit_state.total_batches % self.log_every_n_steps == 0
-        if due:
+        if self._step_logs_due():
             self._feed.send(self.log_collector.pop_step_values(), step=self._logged_steps() - 1)
-
-    def _logged_steps(self) -> int:
-        """The loggers' step axis: optimizer steps, or in manual optimization training batches (as in
-        Lightning, where a batch that steps two optimizers is one step for the loggers)."""
-        if self.lightning_module is None or self.lightning_module.automatic_optimization:
-            return self.global_step
-        return self.fit_state.total_batches
 
     # --- when things happen (the rules are in schedule.py) ----------------------------------------
 
@@ -516,12 +500,13 @@ class Trainer(TrainerProperties, Checkpointing):
             self._val_source = loaders
         found, counts = self._data.eval_loaders(stage, loaders)
         self._eval_hooks[stage] = EvalHooks(stage, self._callbacks, self.lightning_module, len(found))
+        self._eval_loaders[stage] = found
         if stage == "validate":
-            self.val_dataloaders, self.num_val_batches = found, counts
+            self.num_val_batches = counts
         elif stage == "test":
-            self.test_dataloaders, self.num_test_batches = found, counts
+            self.num_test_batches = counts
         else:
-            self.predict_dataloaders, self.num_predict_batches = found, counts
+            self.num_predict_batches = counts
 
     def _maybe_reload_dataloaders(self) -> None:
         """`reload_dataloaders_every_n_epochs=n`: ask the model / datamodule for new loaders every n epochs."""

@@ -443,3 +443,29 @@ def test_a_datamodule_leaves_a_callable_out_and_says_how_to_load_it_again():
     # a DataModule has load_from_checkpoint (Lightning's), which takes the left-out argument again
     assert "Images.load_from_checkpoint(path, transform=...)" in str(caught[0].message)
     assert dict(images.hparams) == {"transform": F.relu, "batch_size": 4}
+
+
+def test_a_network_and_a_partial_optimizer_train_and_show_one_line_each_in_hparams_yaml(tmp_path):
+    class Template(ember.Module):  # lightning-hydra-template's shape
+        def __init__(self, net: nn.Module, optimizer, lr_note: float = 0.5):
+            super().__init__()
+            self.save_hyperparameters(ignore=[])
+            self.net = net
+
+        def training_step(self, batch, batch_idx):
+            return F.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return self.hparams.optimizer(params=self.parameters())
+
+    with pytest.warns(UserWarning, match="left out 'net'"):
+        model = Template(nn.Linear(3, 1), functools.partial(torch.optim.SGD, lr=0.1))
+    fitted = ember.Trainer(default_root_dir=tmp_path, max_steps=2, enable_progress_bar=False,
+                           enable_model_summary=False, logger=CSVLogger(tmp_path))
+    fitted.fit(model, data())
+    assert fitted.global_step == 2
+    shown = yaml.safe_load(next(tmp_path.rglob("hparams.yaml")).read_text())
+    assert shown == {"net": "torch.nn.modules.linear.Linear(...)", "lr_note": 0.5,
+                     "optimizer": "functools.partial(torch.optim.sgd.SGD, lr=0.1)"}
+    (path,) = tmp_path.rglob("*.ckpt")
+    assert torch.load(path, weights_only=True)["hyper_parameters"] == {"lr_note": 0.5}
