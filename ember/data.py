@@ -412,7 +412,7 @@ class DataConnector:
             loaders = in_dataset_order(loaders, "training", rebuild_loader)
         seed = state.data_seed = draw_data_seed(loaders) if state.data_seed is None else state.data_seed
         loader = trainer.strategy.prepare_train_loader(loaders, seed)
-        rank, replicas = trainer.strategy.shard()
+        rank, replicas = trainer._shard()
         loader, self.train_resumable = make_resumable(loader, seed, rank, replicas)
         if replicas > 1 and not self.train_resumable:
             warnings.warn(f"The training data ({type(loader).__name__} over "
@@ -441,7 +441,7 @@ class DataConnector:
         loaders = as_loader_list(loaders, f"{stage} dataloaders")
         if trainer.overfit_batches and stage == "validate" and trainer.state == "fit":
             loaders = [in_dataset_order(lo, "validation", rebuild_loader) for lo in loaders]
-        rank, replicas = trainer.strategy.shard()
+        rank, replicas = trainer._shard()
         loaders = [_shard_eval(lo, rank, replicas) for lo in loaders]
         name = {"validate": "limit_val_batches", "test": "limit_test_batches",
                 "predict": "limit_predict_batches"}[stage]

@@ -21,6 +21,11 @@ class TrainerProperties:
     def _all_callbacks(self) -> list[Callback]:
         return self._callbacks.callbacks if len(self._callbacks) else self.callbacks
 
+    def _shard(self) -> tuple[int, int]:
+        """(rank, number of ranks) to split the data by; `use_distributed_sampler=False`: (0, 1), every rank
+        reads the loaders as they are given (as in Lightning)."""
+        return self.strategy.shard() if self.use_distributed_sampler else (0, 1)
+
     def _step_logs_due(self) -> bool:
         """Whether the batch just trained ends a `log_every_n_steps` period of the loggers' step axis (see
         `_logged_steps`); in automatic optimization the step set `optimization.flush_due`, reset here."""

@@ -5,6 +5,7 @@ the trainer-state enums."""
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import warnings
 
@@ -325,3 +326,82 @@ def test_trainer_state_enums_are_lightnings(tmp_path):
         lightning_quietly(lambda: trainer.validate(regressor(pl)(), programs.data(8, 8), verbose=False))
         found[pl.__name__] = seen + [trainer.state.status == states.TrainerStatus.FINISHED]
     assert found[ember.lightning.__name__] == found[L.__name__] == [(True, True, True), True]
+
+
+def test_on_save_checkpoint_and_predict_dataloader_hooks(tmp_path):
+    found = {}
+    for pl in LIBRARIES:
+        class Saved(regressor(pl)):
+            def on_save_checkpoint(self, checkpoint):
+                checkpoint["vocabulary"] = ["a", "b"]
+
+            def predict_dataloader(self):
+                return programs.data(12, 4)
+
+        class Data(pl.LightningDataModule):
+            def predict_dataloader(self):
+                return programs.data(6, 3)
+
+        model = Saved()
+        trainer = quiet(pl, tmp_path / pl.__name__, max_steps=1)
+        lightning_quietly(lambda: trainer.fit(model, programs.data(8, 8)))
+        trainer.save_checkpoint(tmp_path / pl.__name__ / "saved.ckpt")
+        saved = torch.load(tmp_path / pl.__name__ / "saved.ckpt", weights_only=False)["vocabulary"]
+        from_model = lightning_quietly(lambda: trainer.predict(model))
+        from_data = lightning_quietly(lambda: trainer.predict(model, datamodule=Data()))
+        found[pl.__name__] = (saved, [tuple(p.shape) for p in from_model], [tuple(p.shape) for p in from_data])
+    assert found[ember.lightning.__name__] == found[L.__name__] == (["a", "b"], [(4, 1)] * 3, [(3, 1)] * 2)
+
+
+def test_use_distributed_sampler_false_leaves_the_data_whole_on_every_rank(tmp_path):
+    counts = {}
+    for use in (True, False):
+        trainer = ember.Trainer(default_root_dir=tmp_path, logger=False, use_distributed_sampler=use)
+        trainer.strategy.shard = lambda: (1, 2)  # rank 1 of 2, as the DDP strategy reports it
+        trainer.fit_state.data_seed = 0
+        loader, count = trainer._data.train_loader(programs.data(32, 8), trainer.fit_state)
+        counts[use] = (count, sum(len(b[0]) for b in loader))
+    assert counts == {True: (2, 16), False: (4, 32)}
+
+
+@pytest.mark.slow
+def test_lightning_cli_calls_its_methods_in_lightnings_order(tmp_path, monkeypatch):
+    pytest.importorskip("jsonargparse")
+    from lightning.pytorch import cli as theirs
+
+    from ember.lightning import cli as ours
+
+    monkeypatch.chdir(tmp_path)
+    methods = ["init_parser", "setup_parser", "add_default_arguments_to_parser", "add_core_arguments_to_parser",
+               "add_arguments_to_parser", "link_optimizers_and_lr_schedulers", "parse_arguments",
+               "before_instantiate_classes", "instantiate_classes", "instantiate_trainer",
+               "after_instantiate_classes"]
+    found = {}
+    for lib, pl in ((theirs, L), (ours, ember.lightning)):
+        calls: list[str] = []
+
+        def recorded(name, base=lib.LightningCLI):
+            if isinstance(inspect.getattr_static(base, name), staticmethod):
+                def static(*args, **kwargs):
+                    calls.append(name)
+                    return getattr(base, name)(*args, **kwargs)
+                return staticmethod(static)
+
+            def method(self, *args, **kwargs):
+                calls.append(name)
+                return getattr(base, name)(self, *args, **kwargs)
+            return method
+
+        Recording = type("Recording", (lib.LightningCLI,), {name: recorded(name) for name in methods})
+        cli = lightning_quietly(lambda: Recording(
+            regressor(pl), run=False, seed_everything_default=5, save_config_callback=None,
+            auto_configure_optimizers=True, parser_class=lib.LightningArgumentParser,
+            parser_kwargs={"description": "a regressor"},
+            args=["--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--optimizer=torch.optim.Adam",
+                  "--optimizer.lr=0.01"]))
+        found[lib.__name__] = dict(calls=calls, seed=cli.config["seed_everything"],
+                                   optimizer=type(cli.model.configure_optimizers()).__name__,
+                                   subcommands={k: sorted(v) for k, v in lib.LightningCLI.subcommands().items()},
+                                   trainer_epochs=cli.trainer.max_epochs, parser=type(cli.parser).__name__)
+    assert found[ours.__name__] == found[theirs.__name__]
+    assert found[ours.__name__]["seed"] == 5 and found[ours.__name__]["optimizer"] == "Adam"
