@@ -324,16 +324,19 @@ def cli_main() -> None:
             self.save_hyperparameters()
             self.net = nn.Sequential(nn.Linear(4, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
-        def training_step(self, batch, batch_idx):
+        def shared_step(self, batch, name: str):
             loss = F.mse_loss(self.net(batch[0]), batch[1])
-            self.log("train_loss", loss)
+            self.log(name, loss)
             return loss
 
+        def training_step(self, batch, batch_idx):
+            return self.shared_step(batch, "train_loss")
+
         def validation_step(self, batch, batch_idx):
-            self.log("val_loss", F.mse_loss(self.net(batch[0]), batch[1]))
+            self.shared_step(batch, "val_loss")
 
         def test_step(self, batch, batch_idx):
-            self.log("test_loss", F.mse_loss(self.net(batch[0]), batch[1]))
+            self.shared_step(batch, "test_loss")
 
     class Data(pl.LightningDataModule):
         def __init__(self, batch_size: int = 8, size: int = 32):
