@@ -293,7 +293,8 @@ def run(pl: Any, model: Any, root: Path, fit: Callable | None = None, callbacks:
     settings.update(options)
     trainer = pl.Trainer(callbacks=[counter, *(callbacks or [])], **settings)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Lightning's notes (num_workers, tips)
+        if pl.__name__.startswith("lightning"):
+            warnings.simplefilter("ignore")  # Lightning's notes (num_workers, tips); ember's warnings stay
         (fit or (lambda t, m: t.fit(m, data())))(trainer, model)
     return SimpleNamespace(
         trainer=trainer, model=model, optimizer_steps=counter.steps, global_step=trainer.global_step,
