@@ -152,7 +152,8 @@ def test_hydra_instantiated_trainer_with_callbacks_and_loggers(tmp_path):
                 warnings.simplefilter("ignore")  # Lightning's notes; ember's warnings stay
             trainer.fit(module, programs.data(), programs.data(16, seed=1))
         return dict(steps=trainer.global_step, logged=sorted(trainer.logged_metrics),
-                    columns=programs.csv_columns(root), checkpoints=programs.files_under(root, ".ckpt"),
+                    columns=programs.csv_columns(root), rows=programs.csv_steps(root),
+                    checkpoints=programs.files_under(root, ".ckpt"),
                     best=Path(trainer.checkpoint_callback.best_model_path).name, model=module)
 
     ours, theirs = both(tmp_path, program)
