@@ -1,5 +1,5 @@
 """Programs shaped like Lightning users' (tests/lightning_programs.py), each run from the same source under
-Lightning 2.6 and under `ember.lightning`: the same optimizer steps, logged keys, CSV columns, checkpoint
+Lightning 2.6 and under `ember.lightning`: the same optimizer steps, logged keys, metrics.csv rows, checkpoint
 names and, where seeded, the same weights (torch.equal) and the same random numbers after fit."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ L = pytest.importorskip("lightning.pytorch")
 HERE = Path(__file__).resolve().parent
 
 
-def both(tmp_path, program, **options):
+def both(tmp_path, program):
     """Run `program(pl, root)` (returning a `programs.run` result) under each library from seed 0."""
     results = {}
     for pl in (L, ember.lightning):
@@ -47,7 +47,6 @@ def test_gan_with_two_optimizers_and_toggle_optimizer(tmp_path):
     assert ours.global_step == 16 and ours.optimizer_steps == 16  # two optimizers, 4 batches, 2 epochs
     assert all(ours.model.optimizer_types) and all(theirs.model.optimizer_types)
     assert programs.same_weights(ours.model, theirs.model)
-    assert torch.equal(torch.rand(3), torch.rand(3)) is False  # (the stream moves: the next test's check is real)
 
 
 @pytest.mark.parametrize("finetuning", ["BackboneFinetuning", "BaseFinetuning subclass"])
