@@ -21,6 +21,7 @@ from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSa
 from ember.arguments import limited
 from ember.hparams import HyperparametersMixin
 from ember.overfit import in_dataset_order
+from ember.seed import draw_data_seed
 
 
 class DataModule(HyperparametersMixin):
@@ -33,6 +34,9 @@ class DataModule(HyperparametersMixin):
         ...     def train_dataloader(self):
         ...         return DataLoader(self.train, batch_size=8, shuffle=True)
     """
+    CHECKPOINT_HYPER_PARAMS_KEY = "datamodule_hyper_parameters"  # (Lightning's keys for a datamodule's)
+    CHECKPOINT_HYPER_PARAMS_NAME = "datamodule_hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "datamodule_hparams_type"
 
     name: str | None = None
 
@@ -86,7 +90,7 @@ class DataModule(HyperparametersMixin):
         from ember.plain import from_plain
 
         checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
-        hparams = {k: from_plain(v) for k, v in (checkpoint.get("datamodule_hyper_parameters") or {}).items()}
+        hparams = {k: from_plain(v) for k, v in (checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}).items()}
         if hparams_file is not None:
             import yaml
 
@@ -247,6 +251,9 @@ def make_resumable(loader: Any, seed: int, rank: int = 0, num_replicas: int = 1)
     sampler = ResumableSampler(len(loader.dataset), shuffle, seed, num_replicas, rank, loader.batch_size,
                                loader.drop_last)
     batch_sampler = ResumableBatchSampler(sampler, loader.batch_size, loader.drop_last)
+    # what iterating `loader` draws from the global generator (workers' base seed; the sampler's seed if it has no
+    # generator): ember's draws as much each epoch, so the random numbers are those of a loop without ember
+    batch_sampler.global_draws = int(loader.generator is None) + int(shuffle and loader.sampler.generator is None)
     return rebuild_loader(loader, batch_sampler=batch_sampler, generator=private_generator(seed)), True
 
 
@@ -390,8 +397,8 @@ class DataConnector:
         self.train_resumable = True
         self.as_they_come = False  # batches need no transfer (see `batches_need_no_transfer`)
 
-    def train_loader(self, loaders: Any, seed: int) -> tuple[Any, float]:
-        """The training loader (with ember's resumable sampler when it can be swapped in) and its batch count."""
+    def train_loader(self, loaders: Any, state: Any) -> tuple[Any, float]:
+        """The training loader (with ember's resumable sampler if it can be swapped in), its batch count."""
         trainer = self.trainer
         if loaders is None:
             source = trainer.datamodule if trainer.datamodule is not None else trainer.lightning_module
@@ -405,8 +412,9 @@ class DataConnector:
         as_loader_list(loaders, "train_dataloaders")
         if trainer.overfit_batches:
             loaders = in_dataset_order(loaders, "training", rebuild_loader)
+        seed = state.data_seed = draw_data_seed(loaders) if state.data_seed is None else state.data_seed
         loader = trainer.strategy.prepare_train_loader(loaders, seed)
-        rank, replicas = trainer.strategy.shard()
+        rank, replicas = trainer._shard()
         loader, self.train_resumable = make_resumable(loader, seed, rank, replicas)
         if replicas > 1 and not self.train_resumable:
             warnings.warn(f"The training data ({type(loader).__name__} over "
@@ -435,8 +443,8 @@ class DataConnector:
         loaders = as_loader_list(loaders, f"{stage} dataloaders")
         if trainer.overfit_batches and stage == "validate" and trainer.state == "fit":
             loaders = [in_dataset_order(lo, "validation", rebuild_loader) for lo in loaders]
-        rank, replicas = trainer.strategy.shard()
-        loaders = [_quiet_generator(_shard_eval(lo, rank, replicas)) for lo in loaders]
+        rank, replicas = trainer._shard()
+        loaders = [_shard_eval(lo, rank, replicas) for lo in loaders]
         name = {"validate": "limit_val_batches", "test": "limit_test_batches",
                 "predict": "limit_predict_batches"}[stage]
         limit = getattr(trainer, name)
@@ -449,6 +457,7 @@ class DataConnector:
             sampler.sampler.set_epoch(epoch)
             sampler.start = start
             loader.generator.manual_seed(seed + epoch)
+            torch.empty(sampler.global_draws if start == 0 else 0, dtype=torch.int64).random_()  # (see make_resumable)
             return iter(loader)
         for obj in (getattr(loader, "sampler", None), sampler):
             if hasattr(obj, "set_epoch"):
@@ -511,9 +520,3 @@ def _shard_eval(loader: Any, rank: int, replicas: int) -> Any:
     return rebuild_loader(loader, sampler=EvalShardSampler(len(loader.dataset), rank, replicas),
                           batch_size=loader.batch_size, drop_last=loader.drop_last)
 
-
-def _quiet_generator(loader: Any) -> Any:
-    """Give an evaluation DataLoader its own generator, so iterating it draws nothing from the global one."""
-    if isinstance(loader, DataLoader) and loader.generator is None:
-        loader.generator = private_generator(0)
-    return loader

@@ -100,7 +100,7 @@ def evaluation_loop(trainer: Any, stage: str, run: EvalContext) -> list[dict[str
     model, logs = trainer.lightning_module, run.logs
     hooks = run.hooks[stage]
     names = hooks.names
-    loaders = trainer.val_dataloaders if stage == "validate" else trainer.test_dataloaders
+    loaders = trainer._eval_loaders[stage]
     limits = trainer.num_val_batches if stage == "validate" else trainer.num_test_batches
     sanity = trainer.sanity_checking
     if sanity:
@@ -187,10 +187,10 @@ def predict_loop(trainer: Any, keep: bool, run: EvalContext) -> list[list[Any]]:
     model.on_predict_start()
     callbacks.on_predict_epoch_start(trainer, model)
     model.on_predict_epoch_start()
-    several = len(trainer.predict_dataloaders) > 1
+    several = len(trainer._eval_loaders["predict"]) > 1
     outputs_per_loader: list[list[Any]] = []
     with torch.inference_mode() if trainer.inference_mode else torch.no_grad():
-        for dataloader_idx, loader in enumerate(trainer.predict_dataloaders):
+        for dataloader_idx, loader in enumerate(trainer._eval_loaders["predict"]):
             outputs: list[Any] = []
             extra = (dataloader_idx,) if several else ()
             for batch_idx, batch in enumerate(loader):

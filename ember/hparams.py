@@ -3,7 +3,9 @@ checkpoint stores them, and how hparams.yaml shows them.
 
 `self.hparams` holds the values as they were given. `save_hyperparameters` checks, when it is called,
 that a checkpoint can hold each one and raises a TypeError naming the argument if not; an `nn.Module` or
-callable argument is left out with a warning instead (pass it again to `load_from_checkpoint`).
+callable argument (a network, a `functools.partial` optimizer from Hydra) stays in `self.hparams` but is
+left out of checkpoints, with a warning (pass it again to `load_from_checkpoint`); hparams.yaml shows a
+line describing it.
 `load_from_checkpoint` gives every stored value back with its type.
 
 The encoding of typed values is in `ember/plain.py`.
@@ -24,7 +26,7 @@ from torch import nn
 from ember.attribute_dict import AttributeDict
 from ember.plain import describe, from_plain, omegaconf_kind, readable, to_plain
 
-__all__ = ["AttributeDict", "HyperparametersMixin", "from_plain", "passed_on_load", "readable", "to_plain"]
+__all__ = ["AttributeDict", "HyperparametersMixin", "from_plain", "passed_on_load", "readable", "stored", "to_plain"]
 
 # the arguments load_from_checkpoint is passing to __init__ itself: leaving those out needs no warning
 _PASSED_ON_LOAD: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("ember_passed_on_load",
@@ -58,6 +60,7 @@ class HyperparametersMixin:
         self._hparams = AttributeDict()
         self._hparams_initial = AttributeDict()
         self._hparams_name: str | None = None
+        self._log_hyperparams = False  # set by save_hyperparameters: with none saved, loggers get none
 
     def save_hyperparameters(self, *args: Any, ignore: Sequence[str] | str | None = None,
                              frame: Any = None, logger: bool = True) -> None:
@@ -75,7 +78,7 @@ class HyperparametersMixin:
             *args: names of `__init__` arguments, or one dict / Namespace / DictConfig.
             ignore: argument names to leave out.
             frame: the frame whose `__init__` arguments to read (default: the caller's).
-            logger: accepted for Lightning code; the loggers always receive the hyperparameters.
+            logger: False: the loggers do not receive these hyperparameters (checkpoints still hold them).
 
         Example:
             >>> class Net(ember.Module):
@@ -105,7 +108,7 @@ class HyperparametersMixin:
             values = init_args
         values = {k: v for k, v in values.items() if k not in ignore}
 
-        left_out = [k for k, v in values.items() if isinstance(v, nn.Module) or callable(v)]
+        left_out = [k for k, v in values.items() if _left_out(v)]
         defaults = _init_defaults(frame)
         # note: an argument left at its default needs no note (loading builds it from the default again),
         # nor one that load_from_checkpoint is passing right now
@@ -114,31 +117,42 @@ class HyperparametersMixin:
         loads = hasattr(type(self), "load_from_checkpoint")  # Module and DataModule both have it
         if noted:
             warnings.warn(_left_out_note(owner, noted, values, loads), stacklevel=2)
-        values = {k: v for k, v in values.items() if k not in left_out}
-
         for name, value in values.items():
+            if name in left_out:
+                continue
             try:
                 to_plain(value, f"argument {name!r}")  # refuse now what a checkpoint could not hold later
             except TypeError as err:
                 when = f" and pass it when loading: {owner}.load_from_checkpoint(path, {name}=...)" if loads else ""
                 raise TypeError(f"{owner}.save_hyperparameters(): {err} Or leave the argument out with "
                                 f"self.save_hyperparameters(ignore=[{name!r}]){when}.") from None
+        self._log_hyperparams = logger
         self._hparams = AttributeDict(values)
-        self._hparams_initial = AttributeDict(copy.deepcopy(values))
+        # (networks and callables are shared, not copied: a copy of a large network would cost memory)
+        self._hparams_initial = AttributeDict({k: v if k in left_out else copy.deepcopy(v) for k, v in values.items()})
 
     @property
     def hparams(self) -> AttributeDict:
         return self._hparams
 
     def remove_ignored_hparams(self, ignore_list: Sequence[str]) -> None:
-        """Forget hyperparameters a base class saved (`self.hparams` and `self.hparams_initial`)."""
+        """Forget hyperparameters a base class saved, from `self.hparams` (`hparams_initial` keeps them, as in
+        Lightning)."""
         for name in ignore_list:
             self._hparams.pop(name, None)
-            self._hparams_initial.pop(name, None)
 
     @property
     def hparams_initial(self) -> AttributeDict:
         return self._hparams_initial
+
+
+def stored(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters a checkpoint holds: all but networks and callables (see the module docstring)."""
+    return {k: v for k, v in hparams.items() if not _left_out(v)}
+
+
+def _left_out(value: Any) -> bool:
+    return isinstance(value, nn.Module) or callable(value)
 
 
 @contextlib.contextmanager

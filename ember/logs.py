@@ -98,24 +98,22 @@ class EpochAggregate:
     def _compact(self) -> None:
         if not self.values:
             return
-        values = torch.stack([v.reshape(()) for v in self.values]).double()
-        if self.reduce_fx == "mean":
-            weights = torch.tensor(self.weights, dtype=torch.float64, device=values.device)
-            part = (values * weights).sum()
-        elif self.reduce_fx == "sum":
-            part = values.sum()
-        elif self.reduce_fx == "max":
-            part = values.max()
+        if self.reduce_fx in ("mean", "sum"):
+            # one value at a time in float32 (float64 values stay float64), in the order they came: the
+            # arithmetic of Lightning's epoch aggregates, so that the same run gives the same epoch values
+            total = self.total
+            for value, weight in zip(self.values, self.weights):
+                value = value.reshape(())
+                if value.dtype not in (torch.float32, torch.float64):
+                    value = value.float()
+                part = value * weight if self.reduce_fx == "mean" else value
+                total = part if total is None else total + part
         else:
-            part = values.min()
-        if self.total is None:
-            self.total = part
-        elif self.reduce_fx in ("mean", "sum"):
-            self.total = self.total + part
-        elif self.reduce_fx == "max":
-            self.total = torch.maximum(self.total, part)
-        else:
-            self.total = torch.minimum(self.total, part)
+            values = torch.stack([v.reshape(()) for v in self.values]).double()
+            part = values.max() if self.reduce_fx == "max" else values.min()
+            combine = torch.maximum if self.reduce_fx == "max" else torch.minimum
+            total = part if self.total is None else combine(self.total, part)
+        self.total = total
         self.weight += sum(self.weights)
         self.values, self.weights = [], []
 
@@ -299,6 +297,8 @@ class LogCollector:
             stage._step_values[key.step_name] = value
         if stage is self._train:
             self.callback_metrics[key.full_name] = value
+            if key.logger:  # refreshed every batch, whether or not a row is written now (as in Lightning)
+                self.logged_metrics[key.step_name] = value
             if key.on_epoch:
                 self.callback_metrics[key.step_name] = value
         if key.prog_bar:
@@ -463,7 +463,8 @@ class LoggerFeed:
         values = {k: v.item() for k, v in metrics.items()}
         if not eval_batch:
             values["epoch"] = trainer.current_epoch
-            step = max(trainer.global_step - 1, 0) if step is None else step
+            if step is None:  # in fit the step just taken; after it (validate, test) the count of steps, as Lightning
+                step = max(trainer._logged_steps() - 1, 0) if trainer.state == "fit" else trainer._logged_steps()
             if step != self.tail[0]:
                 self.tail = (step, [])
             self.tail[1].append(values)
@@ -474,12 +475,12 @@ class LoggerFeed:
         trainer = self.trainer
         if not trainer.is_global_zero:
             return
-        model = trainer.lightning_module
-        params = dict(model.hparams)
-        if trainer.datamodule is not None:
-            params.update(trainer.datamodule.hparams)
+        model, datamodule = trainer.lightning_module, trainer.datamodule
+        logged = [obj for obj in (model, datamodule) if obj is not None and obj._log_hyperparams]
+        params = {k: v for obj in logged for k, v in obj.hparams.items()}
         for logger in trainer.loggers:
-            logger.log_hyperparams(params)
+            if logged:  # (save_hyperparameters(logger=False) on both: the loggers get none, not an empty set)
+                logger.log_hyperparams(params)
             logger.log_graph(model, model.example_input_array)
 
 

@@ -391,7 +391,8 @@ class Module(ManualOptimizationMixin, HyperparametersMixin, nn.Module):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
-                             strict: bool | None = None, **kwargs: Any) -> "Module":
+                             strict: bool | None = None, weights_only: bool | None = None,
+                             **kwargs: Any) -> "Module":
         """Build the module from the checkpoint's hyperparameters (updated by `kwargs`) and load its weights.
 
         Hyperparameters come back with the types they were saved with. Arguments the checkpoint does not
@@ -402,6 +403,8 @@ class Module(ManualOptimizationMixin, HyperparametersMixin, nn.Module):
             map_location: where the weights go once loaded (a device).
             hparams_file: a YAML file whose values replace the checkpoint's (where they differ from it).
             strict: whether the weights must match the model's keys exactly (default True).
+            weights_only: taken for Lightning code; ember always loads with `weights_only=True` (its
+                checkpoints hold nothing pickled).
             **kwargs: `__init__` arguments, replacing the stored ones.
 
         Example:

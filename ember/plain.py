@@ -402,7 +402,19 @@ def readable(value: Any) -> Any:
             return plain(value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if isinstance(value, functools.partial):  # (a network or callable kept out of checkpoints: one line)
+        arguments = [repr(readable(a)) for a in value.args]
+        arguments += [f"{k}={readable(v)!r}" for k, v in value.keywords.items()]
+        return f"functools.partial({_qualified(value.func)}, {', '.join(arguments)})"
+    if isinstance(value, nn.Module):
+        return f"{_qualified(type(value))}(...)"
+    if isinstance(value, type) or inspect.isroutine(value):
+        return _qualified(value)
     return str(value)
+
+
+def _qualified(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', obj)}".lstrip(".")
 
 
 def _readable_array(value: Any) -> Any:

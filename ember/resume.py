@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from ember import __version__
 from ember.checkpoint import (LIGHTNING_VERSION_KEY, LIGHTNING_VERSION_VALUE, CheckpointError, Part, gather,
                               load_checkpoint, load_weights, restore, save_checkpoint, unique_state_keys)
+from ember.hparams import stored
 from ember.plain import to_plain
 from ember.seed import rng_states, set_rng_states
 
@@ -56,12 +57,12 @@ class Checkpointing:
             "epoch": self.current_epoch,
             "global_step": self.global_step,
             "state_dict": model.state_dict(),
-            "hyper_parameters": dict(model.hparams),
+            "hyper_parameters": stored(model.hparams),
         }
         if model._hparams_name:
             checkpoint["hparams_name"] = model._hparams_name
         if self.datamodule is not None and self.datamodule.hparams:
-            checkpoint["datamodule_hyper_parameters"] = to_plain(dict(self.datamodule.hparams))
+            checkpoint["datamodule_hyper_parameters"] = to_plain(stored(self.datamodule.hparams))
         if not weights_only and self.optimization is not None:
             checkpoint.update(gather(self._early_parts(), self.strategy.all_gather_object))
             checkpoint.update(gather(self._parts(), self.strategy.all_gather_object))

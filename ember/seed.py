@@ -86,10 +86,18 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def draw_data_seed() -> int:
-    """The seed of the training data order: from seed_everything if it was called, else drawn once."""
+def draw_data_seed(loader: Any = None) -> int:
+    """The seed of the training data order: from seed_everything if it was called, else drawn once from the
+    global generator when `loader` shuffles (a DataLoader reading in order takes the generator's initial
+    seed instead, so that fit draws nothing that a loop without ember would not)."""
+    from torch.utils.data import DataLoader, SequentialSampler
+
     seed = current_seed()
-    return seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    if seed is not None:
+        return seed
+    if isinstance(loader, DataLoader) and type(loader.sampler) is SequentialSampler:
+        return torch.initial_seed() % 2**31
+    return int(torch.randint(0, 2**31 - 1, ()).item())
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ class FitState:
     epoch_ended: bool = False
     validated_at: int = -1
     total_batches: int = 0
-    data_seed: int = 0
+    data_seed: int | None = 0
     should_stop: bool = False
     stepped: bool = False
     finished: bool = False

@@ -32,7 +32,6 @@ from ember.module import Module
 from ember.optimization import Optimization, check_step_output
 from ember.precision import Precision, parse_precision
 from ember.resume import Checkpointing
-from ember.seed import draw_data_seed
 from ember.state import FitState
 from ember.strategies import Strategy, launched, select_strategy
 from ember.trainer_properties import TrainerProperties
@@ -164,9 +163,7 @@ class Trainer(TrainerProperties, Checkpointing):
         self.log_collector.strategy = self.strategy if self.strategy.world_size > 1 else None
         self._data = DataConnector(self, self._precision, Module)
         self.train_dataloader: Any = None
-        self.val_dataloaders: list[Any] = []
-        self.test_dataloaders: list[Any] = []
-        self.predict_dataloaders: list[Any] = []
+        self._eval_loaders: dict[str, list[Any]] = {"validate": [], "test": [], "predict": []}  # (see properties)
         self.num_training_batches: float = 0
         self.num_val_batches: list[float] = []
         self.num_test_batches: list[float] = []
@@ -200,7 +197,7 @@ class Trainer(TrainerProperties, Checkpointing):
         if checkpoint is not None:
             restore(self._early_parts(), checkpoint, f"The checkpoint {self.ckpt_path!r}")
         self._setup_stage("fit")
-        state.data_seed = draw_data_seed() if checkpoint is None else state.data_seed
+        state.data_seed = None if checkpoint is None else state.data_seed  # (None: drawn with the train data)
         self._connect_train_data(train_dataloaders)
         self._connect_eval_data("validate", val_dataloaders)
         self.optimization = Optimization(self, callbacks, self.log_collector, self._precision, state)
@@ -325,7 +322,7 @@ class Trainer(TrainerProperties, Checkpointing):
             finally:
                 logs.hook = previous
         logs.batch = None  # let the batch's memory go before the next one is collated
-        if optimization.flush_due:
+        if optimization.flush_due or not model.automatic_optimization:  # (manual: due by batches)
             self._flush_step_logs()
 
     def _end_unsized_epoch(self, batch_idx: int) -> None:
@@ -341,9 +338,8 @@ class Trainer(TrainerProperties, Checkpointing):
 
         Called after on_train_batch_end, and before a checkpoint is written in it, so that what the
         loggers hold is never behind the newest checkpoint."""
-        if self.optimization is not None and self.optimization.flush_due:
-            self.optimization.flush_due = False
-            self._feed.send(self.log_collector.pop_step_values(), step=self.global_step - 1)
+        if self._step_logs_due():
+            self._feed.send(self.log_collector.pop_step_values(), step=self._logged_steps() - 1)
 
     # --- when things happen (the rules are in schedule.py) ----------------------------------------
 
@@ -393,6 +389,7 @@ class Trainer(TrainerProperties, Checkpointing):
             self._setup_stage(stage)
             self._connect_eval_data(stage, dataloaders)
             self._load_weights_for_eval(ckpt_path)
+            self._feed.hyperparameters()  # every entry point logs them, as in Lightning
             results.extend(evaluation_loop(self, stage, self._eval_context()))
             if verbose and self.is_global_zero:
                 print_results(stage, results)
@@ -426,6 +423,7 @@ class Trainer(TrainerProperties, Checkpointing):
             self._setup_stage("predict")
             self._connect_eval_data("predict", dataloaders)
             self._load_weights_for_eval(ckpt_path)
+            self._feed.hyperparameters()
             results.extend(predict_loop(self, keep, self._eval_context()))
 
         self._run("predict", model, datamodule, run)
@@ -455,6 +453,7 @@ class Trainer(TrainerProperties, Checkpointing):
             torch.backends.cudnn.benchmark = self.benchmark
         anomaly = torch.autograd.set_detect_anomaly(True) if self.detect_anomaly else None
         status = "success"
+        self.log_collector.clear_metrics()  # each entry point starts with no metrics, as in Lightning
         try:
             body()
             if self.interrupted:
@@ -507,7 +506,7 @@ class Trainer(TrainerProperties, Checkpointing):
 
     def _connect_train_data(self, loaders: Any) -> None:
         self._train_source = loaders
-        self.train_dataloader, self.num_training_batches = self._data.train_loader(loaders, self.fit_state.data_seed)
+        self.train_dataloader, self.num_training_batches = self._data.train_loader(loaders, self.fit_state)
         self._val_every = schedule.validation_interval(self.val_check_interval, self.num_training_batches)
 
     def _connect_eval_data(self, stage: str, loaders: Any) -> None:
@@ -515,12 +514,13 @@ class Trainer(TrainerProperties, Checkpointing):
             self._val_source = loaders
         found, counts = self._data.eval_loaders(stage, loaders)
         self._eval_hooks[stage] = EvalHooks(stage, self._callbacks, self.lightning_module, len(found))
+        self._eval_loaders[stage] = found
         if stage == "validate":
-            self.val_dataloaders, self.num_val_batches = found, counts
+            self.num_val_batches = counts
         elif stage == "test":
-            self.test_dataloaders, self.num_test_batches = found, counts
+            self.num_test_batches = counts
         else:
-            self.predict_dataloaders, self.num_predict_batches = found, counts
+            self.num_predict_batches = counts
 
     def _maybe_reload_dataloaders(self) -> None:
         """`reload_dataloaders_every_n_epochs=n`: ask the model / datamodule for new loaders every n epochs."""

@@ -21,6 +21,28 @@ class TrainerProperties:
     def _all_callbacks(self) -> list[Callback]:
         return self._callbacks.callbacks if len(self._callbacks) else self.callbacks
 
+    def _shard(self) -> tuple[int, int]:
+        """(rank, number of ranks) to split the data by; `use_distributed_sampler=False`: (0, 1), every rank
+        reads the loaders as they are given (as in Lightning)."""
+        return self.strategy.shard() if self.use_distributed_sampler else (0, 1)
+
+    def _step_logs_due(self) -> bool:
+        """Whether the batch just trained ends a `log_every_n_steps` period of the loggers' step axis (see
+        `_logged_steps`); in automatic optimization the step set `optimization.flush_due`, reset here."""
+        if self.optimization is None:
+            return False
+        if self.lightning_module.automatic_optimization:
+            due, self.optimization.flush_due = self.optimization.flush_due, False
+            return due
+        return self.fit_state.total_batches % self.log_every_n_steps == 0
+
+    def _logged_steps(self) -> int:
+        """The loggers' step axis: optimizer steps, or in manual optimization training batches (as in
+        Lightning, where a batch that steps two optimizers is one step for the loggers)."""
+        if self.lightning_module is None or self.lightning_module.automatic_optimization:
+            return self.global_step
+        return self.fit_state.total_batches
+
     @property
     def state(self) -> TrainerState:
         """What the Trainer is doing: `.fn` (the entry point), `.stage` (the loop), `.status`, `.finished`.
@@ -110,7 +132,21 @@ class TrainerProperties:
         model = self.lightning_module
         step = getattr(model, "validation_step", None)
         overridden = step is not None and getattr(type(model), "validation_step", None) is not Module.validation_step
-        return overridden and bool(self.val_dataloaders) and any(n > 0 for n in self.num_val_batches)
+        return overridden and bool(self._eval_loaders["validate"]) and any(n > 0 for n in self.num_val_batches)
+
+    @property
+    def val_dataloaders(self) -> Any:
+        """The validation dataloader, or the list of them when there are several (None before any), as
+        Lightning gives it; `test_dataloaders` and `predict_dataloaders` likewise."""
+        return _as_given(self._eval_loaders["validate"])
+
+    @property
+    def test_dataloaders(self) -> Any:
+        return _as_given(self._eval_loaders["test"])
+
+    @property
+    def predict_dataloaders(self) -> Any:
+        return _as_given(self._eval_loaders["predict"])
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -287,3 +323,7 @@ class TrainerProperties:
 
 _NOT_SUPPORTED = ("is_last_batch", "precision_plugin", "fit_loop", "validate_loop", "test_loop", "predict_loop",
                   "profiler", "overfit_batches", "enable_autolog_hparams")
+
+
+def _as_given(loaders: list[Any]) -> Any:
+    return None if not loaders else loaders[0] if len(loaders) == 1 else loaders

@@ -330,8 +330,10 @@ def test_modules_and_callables_are_left_out_with_one_warning_and_passed_back_on_
                  "loss_fn=...)", "self.save_hyperparameters(ignore=['backbone', 'make_optimizer', 'activation', "
                  "'loss_fn'])"):
         assert name in note, (name, note)
-    assert dict(model.hparams) == {"lr": 0.1}
+    # self.hparams keeps them (configure_optimizers may call self.hparams.make_optimizer), checkpoints do not
+    assert model.hparams.make_optimizer is make_adam and model.hparams.backbone is model.backbone
     path = fit_and_save(model, tmp_path)
+    assert torch.load(path, weights_only=True)["hyper_parameters"] == {"lr": 0.1}
 
     with pytest.raises(CheckpointError, match=r"does not hold \['backbone'\].*Finetuner\.load_from_checkpoint"
                                               r"\(path, backbone=\.\.\.\)"):
@@ -342,14 +344,14 @@ def test_modules_and_callables_are_left_out_with_one_warning_and_passed_back_on_
                                                 activation=nn.Tanh, loss_fn=F.l1_loss)
     assert torch.equal(loaded.backbone.weight, model.backbone.weight)
     assert isinstance(loaded.activation, nn.Tanh) and loaded.loss_fn is F.l1_loss
-    assert dict(loaded.hparams) == {"lr": 0.1}
+    assert loaded.hparams.lr == 0.1 and loaded.hparams.loss_fn is F.l1_loss
 
 
 def test_callables_at_their_defaults_or_ignored_are_left_out_quietly(tmp_path):
     with pytest.warns(UserWarning, match=r"left out 'backbone' \(a Linear module\): ") as caught:
         model = Finetuner(nn.Linear(3, 2), lr=0.2)  # the defaults need no note, the backbone does
     assert len(caught) == 1 and "make_optimizer" not in str(caught[0].message)
-    assert dict(model.hparams) == {"lr": 0.2}
+    assert sorted(model.hparams) == ["activation", "backbone", "loss_fn", "lr", "make_optimizer"]
 
     class Quiet(Finetuner):
         def __init__(self, backbone, lr=0.1):
@@ -440,4 +442,30 @@ def test_a_datamodule_leaves_a_callable_out_and_says_how_to_load_it_again():
         images = Images(transform=F.relu)
     # a DataModule has load_from_checkpoint (Lightning's), which takes the left-out argument again
     assert "Images.load_from_checkpoint(path, transform=...)" in str(caught[0].message)
-    assert dict(images.hparams) == {"batch_size": 4}
+    assert dict(images.hparams) == {"transform": F.relu, "batch_size": 4}
+
+
+def test_a_network_and_a_partial_optimizer_train_and_show_one_line_each_in_hparams_yaml(tmp_path):
+    class Template(ember.Module):  # lightning-hydra-template's shape
+        def __init__(self, net: nn.Module, optimizer, lr_note: float = 0.5):
+            super().__init__()
+            self.save_hyperparameters(ignore=[])
+            self.net = net
+
+        def training_step(self, batch, batch_idx):
+            return F.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return self.hparams.optimizer(params=self.parameters())
+
+    with pytest.warns(UserWarning, match="left out 'net'"):
+        model = Template(nn.Linear(3, 1), functools.partial(torch.optim.SGD, lr=0.1))
+    fitted = ember.Trainer(default_root_dir=tmp_path, max_steps=2, enable_progress_bar=False,
+                           enable_model_summary=False, logger=CSVLogger(tmp_path))
+    fitted.fit(model, data())
+    assert fitted.global_step == 2
+    shown = yaml.safe_load(next(tmp_path.rglob("hparams.yaml")).read_text())
+    assert shown == {"net": "torch.nn.modules.linear.Linear(...)", "lr_note": 0.5,
+                     "optimizer": "functools.partial(torch.optim.sgd.SGD, lr=0.1)"}
+    (path,) = tmp_path.rglob("*.ckpt")
+    assert torch.load(path, weights_only=True)["hyper_parameters"] == {"lr_note": 0.5}

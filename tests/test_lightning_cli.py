@@ -259,3 +259,24 @@ def test_a_script_runs_from_the_command_line_with_a_config(tmp_path):
     assert saved["data"] == {"batch_size": 16} and saved["model"] == {"hidden": 2}
     assert saved["trainer"]["max_epochs"] == 1
     assert saved["optimizer"]["class_path"] == "torch.optim.SGD" and saved["optimizer"]["init_args"]["lr"] == 0.1
+
+
+class WiderNet(EmberNet):
+    def __init__(self, hidden: int = 4, scale: float = 1.0):
+        super().__init__(hidden)
+        self.scale = scale
+
+
+class SmallerData(EmberData):
+    pass
+
+
+def test_subclass_modes_take_a_subclass_of_the_given_classes_by_class_path(tmp_path):
+    cli = LightningCLI(EmberNet, EmberData, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                       args=["--model=test_lightning_cli.WiderNet", "--model.scale=2.0",
+                             "--data=test_lightning_cli.SmallerData", "--data.batch_size=8",
+                             f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"])
+    assert type(cli.model) is WiderNet and cli.model.scale == 2.0
+    assert type(cli.datamodule) is SmallerData and cli.datamodule.batch_size == 8
+    with pytest.raises(SystemExit):  # without subclass mode, only the class itself is taken
+        LightningCLI(EmberNet, EmberData, run=False, args=["--model=test_lightning_cli.WiderNet"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,17 @@ from lightning_names import TABLE, lightning_names, table_rows
 
 STATUSES = ("supported", "difference", "not supported")
 ROWS = table_rows()
+HERE = Path(__file__).resolve().parent
+# supported rows that no behaviour test spells out (the hook-order tests record hooks by name in a loop),
+# with the test that exercises each; every other supported row is named in some behaviour test
+_EVAL_HOOKS = ["on_test_batch_start", "on_test_end", "on_test_epoch_end", "on_test_epoch_start",
+               "on_predict_batch_start", "on_predict_end", "on_predict_epoch_end", "on_predict_epoch_start"]
+EXERCISED_BY = {"LightningModule": {
+    **dict.fromkeys(["on_before_backward", "on_validation_batch_start", "on_validation_epoch_end"],
+                    "test_hook_order.py::test_the_order_is_lightnings"),
+    **dict.fromkeys(_EVAL_HOOKS, "test_lightning_rows.py::test_test_and_predict_call_the_hooks_in_lightnings_order"),
+}}
+NOT_BEHAVIOUR_TESTS = {"test_lightning_compat_table.py", "lightning_names.py", "test_lightning_names.py"}
 
 
 def rows(section: str, *statuses: str) -> list[str]:
@@ -113,3 +125,22 @@ def test_cli_and_tuner_rows_are_true():
     assert not rows("LightningCLI", "not supported") and not rows("Tuner", "not supported")
     for name in rows("Tuner", "supported", "difference"):
         assert hasattr(pl.tuner.Tuner, name.partition(".")[2]), name
+
+
+def test_every_supported_row_is_exercised_by_a_behaviour_test():
+    texts = [p.read_text() for p in HERE.glob("*.py") if p.name not in NOT_BEHAVIOUR_TESTS]
+    unexercised = []
+    for section, found in ROWS.items():
+        for name, (status, _) in found.items():
+            if status != "supported":
+                continue
+            mapped = EXERCISED_BY.get(section, {}).get(name)
+            if mapped:
+                file, test = mapped.split("::")
+                assert re.search(rf"^def {test}\(", (HERE / file).read_text(), flags=re.M), mapped
+                continue
+            bare = re.sub(r"^LightningCLI[.(]|=\)$", "", name)  # 'LightningCLI(run=)' -> 'run'
+            spelled = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(bare)}(?![A-Za-z0-9_])")
+            if not any(spelled.search(text) for text in texts):
+                unexercised.append(f"{section}: {name}")
+    assert unexercised == []

@@ -126,7 +126,7 @@ def _fit_data(trainer) -> dict[str, Any]:
     """What the running fit trains on, to give the tuner the same data."""
     if trainer.datamodule is not None:
         return {"datamodule": trainer.datamodule}
-    return {"train_dataloaders": trainer.train_dataloader, "val_dataloaders": trainer.val_dataloaders or None}
+    return {"train_dataloaders": trainer.train_dataloader, "val_dataloaders": trainer._eval_loaders["validate"] or None}
 
 
 __all__ = ["BatchSizeFinder", "LearningRateFinder"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ember.callbacks.base import Callback
 
 
@@ -36,7 +38,10 @@ class LearningRateMonitor(Callback):
                              "Enable a logger or remove the callback.")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if self.logging_interval == "epoch" or trainer.global_step % trainer.log_every_n_steps != 0:
+        # Lightning's cadence: before the step that ends a log_every_n_steps period (or when stopping), at
+        # the count of steps taken so far
+        step = trainer._logged_steps()
+        if self.logging_interval == "epoch" or ((step + 1) % trainer.log_every_n_steps and not trainer.should_stop):
             return
         self._log(trainer, "step")
 
@@ -73,8 +78,11 @@ class LearningRateMonitor(Callback):
             return
         for key, value in stats.items():
             self.lrs.setdefault(key, []).append(value)
+        # callbacks may monitor the rates (as in Lightning, where they are in callback_metrics too)
+        trainer.callback_metrics.update({key: torch.tensor(value, device=trainer.strategy.root_device)
+                                         for key, value in stats.items()})
         for logger in trainer.loggers:
-            logger.log_metrics(stats, step=trainer.global_step)
+            logger.log_metrics(stats, step=trainer._logged_steps())
 
     def state_dict(self) -> dict[str, Any]:
         return {"lrs": {k: list(v) for k, v in self.lrs.items()}}

@@ -48,11 +48,16 @@ def _jsonargparse() -> Any:
 
 
 def _default_trainer_class() -> type:
-    # ember's Trainer: its arguments are Lightning 2.x's (the 1.x ones ember.lightning.Trainer also takes
-    # would only clutter --help and the saved configs)
+    # ember's Trainer with Lightning's default logger (TensorBoard, else CSV, under lightning_logs/), so that a
+    # CLI script's logs and checkpoints land where Lightning's CLI puts them; its arguments are ember.Trainer's,
+    # Lightning 2.x's (the 1.x ones ember.lightning.Trainer also takes would only clutter --help and configs)
     from ember.trainer import Trainer
 
-    return Trainer
+    class CLITrainer(Trainer):
+        __doc__ = Trainer.__doc__
+        _default_logger = "lightning"
+
+    return CLITrainer
 
 
 _PARSER_CLASS: type | None = None
@@ -187,7 +192,7 @@ class LightningCLI:
         datamodule_class: the DataModule class (or None: no `--data`); `subclass_mode_data` likewise.
         save_config_callback: the callback that writes config.yaml (None: none).
         save_config_kwargs: its arguments (`overwrite`, `config_filename`, `multifile`, ...).
-        trainer_class: the Trainer class (default: `ember.Trainer`).
+        trainer_class: the Trainer class (default: `ember.Trainer` with Lightning's default logger).
         trainer_defaults: Trainer arguments used unless the command line or a config sets them (callbacks
             given here are added to those configured).
         seed_everything_default: the seed (int), True for a random one (written to the config), or

@@ -169,8 +169,7 @@ def _dataset_size(trial: Any, method: str) -> int | None:
     if method == "fit":
         loaders = [trial.train_dataloader]
     else:
-        loaders = {"validate": trial.val_dataloaders, "test": trial.test_dataloaders,
-                   "predict": trial.predict_dataloaders}[method]
+        loaders = trial._eval_loaders[method]
     sizes = []
     for loader in loaders:
         try:
