@@ -3,8 +3,9 @@
 This file holds the entry points and the fit loop, read top to bottom: `fit` -> `_fit` -> `_train_epoch` ->
 `_train_batch`. The loops decide *when*; what happens is decided elsewhere, each in one place: `schedule.py` (when
 to validate, step, stop), `optimization.py` (backward, steps, schedulers), `evaluation.py` (validation, test and
-predict loops), `data.py` (loaders, batch transfer), `checkpoint.py` (the checkpoint's named parts), `arguments.py`
-(argument checks), `state.py` (the loop state). The order of the hooks is the table in docs/hooks.md.
+predict loops), `data.py` (loaders, batch transfer; `samplers.py`, resumable order), `stages.py` (set-up and
+teardown of a stage), `checkpoint.py` (the checkpoint's named parts), `arguments.py` (argument checks), `state.py`
+(the loop state). The order of the hooks is the table in docs/hooks.md.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ from ember.module import Module
 from ember.optimization import Optimization, check_step_output
 from ember.precision import Precision, parse_precision
 from ember.resume import Checkpointing
+from ember.stages import StageSetup
 from ember.state import FitState
 from ember.strategies import Strategy, launched, select_strategy
 from ember.trainer_properties import TrainerProperties
 
 log = logging.getLogger("ember")
 
-class Trainer(TrainerProperties, Checkpointing):
+class Trainer(TrainerProperties, Checkpointing, StageSetup):
     """Runs fit / validate / test / predict for a `Module`, with Lightning 2.x's arguments.
 
     Example:
@@ -304,7 +306,8 @@ class Trainer(TrainerProperties, Checkpointing):
             with logs.in_hook("on_train_batch_start"):
                 callbacks.on_train_batch_start(self, model, batch, batch_idx)
                 model.on_train_batch_start(batch, batch_idx)
-        if model.automatic_optimization:
+        automatic = model.automatic_optimization
+        if automatic:
             window_ends = (batch_idx + 1) % self.accumulate_grad_batches == 0 \
                 or batch_idx + 1 == self.num_training_batches  # (schedule.accumulation_window_ends, inline)
             outputs = optimization.training_step(batch, batch_idx, window_ends)
@@ -322,7 +325,7 @@ class Trainer(TrainerProperties, Checkpointing):
             finally:
                 logs.hook = previous
         logs.batch = None  # let the batch's memory go before the next one is collated
-        if optimization.flush_due or not model.automatic_optimization:  # (manual: due by batches)
+        if optimization.flush_due or not automatic:  # (manual optimization: due by batches)
             self._flush_step_logs()
 
     def _end_unsized_epoch(self, batch_idx: int) -> None:
@@ -471,63 +474,6 @@ class Trainer(TrainerProperties, Checkpointing):
             if anomaly is not None:
                 torch.autograd.set_detect_anomaly(False)
             self._teardown(stage, status)
-
-    def _setup_stage(self, stage: str) -> None:
-        model, datamodule = self.lightning_module, self.datamodule
-        self.strategy.setup_environment()
-        self.strategy.share_logger_identity(self.loggers)
-        if datamodule is not None:
-            if self.is_global_zero:
-                datamodule.prepare_data()
-            self.strategy.barrier("prepare_data")
-            datamodule.setup(stage=stage)
-        if self.is_global_zero:
-            model.prepare_data()
-        self._callbacks.setup(self, model, stage)
-        model.setup(stage=stage)
-        model.configure_model()  # after setup, before the model is converted, moved and given optimizers
-        self._precision.convert_module(model)
-        self.strategy.setup_module(model)
-        self._data.prepare()
-
-    def _teardown(self, stage: str, status: str) -> None:
-        model = self.lightning_module
-        self.training = False
-        if self.datamodule is not None:
-            self.datamodule.teardown(stage=stage)
-        self._callbacks.teardown(self, model, stage)
-        model.teardown(stage=stage)
-        if self.is_global_zero:
-            for logger in self.loggers:
-                logger.finalize(status)
-        self.state = None
-
-    # --- data ------------------------------------------------------------------------------------
-
-    def _connect_train_data(self, loaders: Any) -> None:
-        self._train_source = loaders
-        self.train_dataloader, self.num_training_batches = self._data.train_loader(loaders, self.fit_state)
-        self._val_every = schedule.validation_interval(self.val_check_interval, self.num_training_batches)
-
-    def _connect_eval_data(self, stage: str, loaders: Any) -> None:
-        if stage == "validate":
-            self._val_source = loaders
-        found, counts = self._data.eval_loaders(stage, loaders)
-        self._eval_hooks[stage] = EvalHooks(stage, self._callbacks, self.lightning_module, len(found))
-        self._eval_loaders[stage] = found
-        if stage == "validate":
-            self.num_val_batches = counts
-        elif stage == "test":
-            self.num_test_batches = counts
-        else:
-            self.num_predict_batches = counts
-
-    def _maybe_reload_dataloaders(self) -> None:
-        """`reload_dataloaders_every_n_epochs=n`: ask the model / datamodule for new loaders every n epochs."""
-        n, epoch = self.reload_dataloaders_every_n_epochs, self.current_epoch
-        if n and epoch > 0 and epoch % n == 0:
-            self._connect_train_data(self._train_source)
-            self._connect_eval_data("validate", self._val_source)
 
 
 _END = object()

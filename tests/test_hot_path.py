@@ -66,9 +66,9 @@ def test_a_step_costs_a_fixed_small_number_of_ember_calls(tmp_path):
     """With nothing overridden a step runs the hooks by name and steps directly: no closure, no wrapper.
     The count is ember's own Python calls per step, measured over 100 extra steps (setup cancels out)."""
     per_step = (ember_calls_per_step(tmp_path, Regressor, 150) - ember_calls_per_step(tmp_path, Regressor, 50)) / 100
-    # a hook that nobody implements is not called at all (Optimization.active_hooks): 16.08 calls per step,
+    # a hook that nobody implements is not called at all (Optimization.active_hooks): 16.16 calls per step,
     # from 76.06 when every per-step hook was called through an empty callback loop and a no-op method
-    assert per_step <= 16.1, f"{per_step} ember calls per training step (16.08 before)"
+    assert per_step <= 16.2, f"{per_step} ember calls per training step (16.16 before)"
 
 
 PER_STEP = ["on_train_batch_start", "on_train_batch_end", "on_before_zero_grad", "on_before_backward",
