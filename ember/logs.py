@@ -16,6 +16,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ember.aggregate import EpochAggregate
+
 REDUCTIONS = ("mean", "sum", "max", "min")
 
 # Per hook: (default on_step, default on_epoch). A hook not listed here may not log.
@@ -31,7 +33,6 @@ LOGGING_DEFAULTS: dict[str, tuple[bool, bool]] = {
     **{h: (False, True) for h in _EPOCH_HOOKS},
 }
 
-_COMPACT_EVERY = 1024  # bounded memory on very long epochs: fold the stored values into one total
 
 
 def is_metric(value: Any) -> bool:
@@ -77,69 +78,6 @@ def parse_reduce_fx(name: str, reduce_fx: Any) -> str:
         raise ValueError(f"self.log({name!r}, reduce_fx={reduce_fx!r}): expected one of {REDUCTIONS} or 'avg' "
                          "(any case), or torch.mean/sum/max/min, or the builtins sum/max/min.")
     return found
-
-
-class EpochAggregate:
-    """The running reduction of one key over an epoch: weighted mean, sum, max or min."""
-
-    def __init__(self, reduce_fx: str):
-        self.reduce_fx = reduce_fx
-        self.values: list[torch.Tensor] = []
-        self.weights: list[float] = []
-        self.total: torch.Tensor | None = None
-        self.weight = 0.0
-
-    def add(self, value: torch.Tensor, weight: float) -> None:
-        self.values.append(value)
-        self.weights.append(weight)
-        if len(self.values) >= _COMPACT_EVERY:
-            self._compact()
-
-    def _compact(self) -> None:
-        if not self.values:
-            return
-        if self.reduce_fx in ("mean", "sum"):
-            # one value at a time in float32 (float64 values stay float64), in the order they came: the
-            # arithmetic of Lightning's epoch aggregates, so that the same run gives the same epoch values
-            total = self.total
-            for value, weight in zip(self.values, self.weights):
-                value = value.reshape(())
-                if value.dtype not in (torch.float32, torch.float64):
-                    value = value.float()
-                part = value * weight if self.reduce_fx == "mean" else value
-                total = part if total is None else total + part
-        else:
-            values = torch.stack([v.reshape(()) for v in self.values]).double()
-            part = values.max() if self.reduce_fx == "max" else values.min()
-            combine = torch.maximum if self.reduce_fx == "max" else torch.minimum
-            total = part if self.total is None else combine(self.total, part)
-        self.total = total
-        self.weight += sum(self.weights)
-        self.values, self.weights = [], []
-
-    def partial(self) -> tuple[torch.Tensor | None, float]:
-        """(weighted total or reduced value so far, total weight): what is combined across ranks."""
-        self._compact()
-        return self.total, self.weight
-
-    def compute(self) -> torch.Tensor:
-        self._compact()
-        if self.total is None:
-            raise ValueError("nothing was logged")
-        if self.reduce_fx == "mean":
-            return (self.total / self.weight).float()
-        return self.total.float()
-
-    def state_dict(self) -> dict[str, Any]:
-        self._compact()
-        return {"reduce_fx": self.reduce_fx, "total": None if self.total is None else self.total.cpu(),
-                "weight": self.weight}
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> "EpochAggregate":
-        agg = cls(state["reduce_fx"])
-        agg.total, agg.weight = state["total"], state["weight"]
-        return agg
 
 
 class _StageLog:

@@ -298,3 +298,31 @@ def test_unsupported_log_arguments_say_so(tmp_path, argument):
     with pytest.raises(ValueError, match=r"self.log\('again', ..., (enable_graph=True|sync_dist_group=...)\) is not "
                                          "supported"):
         trainer.fit(Graph(), loader())
+
+
+@pytest.mark.parametrize("reduce_fx", ["mean", "sum"])
+@pytest.mark.parametrize("kind", ["float32", "float32 (1,)", "float64", "mixed", "with a total"])
+def test_epoch_totals_add_one_value_at_a_time_in_the_values_type(reduce_fx, kind):
+    """The epoch total is what adding the values (times their weights, for a mean) one at a time as tensors
+    gives, bit for bit (Lightning's arithmetic), whether ember folds them in one stack or one by one."""
+    from ember.aggregate import EpochAggregate
+
+    generator = torch.Generator().manual_seed(7)
+    magnitudes = 10.0 ** torch.randint(-6, 7, (300,), generator=generator)  # order matters at this range
+    values = (torch.randn(300, generator=generator) * magnitudes).tolist()
+    weights = [float(w) for w in torch.randint(1, 65, (300,), generator=generator)]
+    weights[::7] = [0.3] * len(weights[::7])  # a weight float32 does not hold exactly
+    dtypes = {"float64": [torch.float64] * 300, "mixed": [torch.float32, torch.float64] * 150}.get(
+        kind, [torch.float32] * 300)
+    tensors = [torch.tensor([v] if kind == "float32 (1,)" else v, dtype=d) for v, d in zip(values, dtypes)]
+    aggregate = EpochAggregate(reduce_fx)
+    expected = None
+    if kind == "with a total":
+        aggregate.total = expected = torch.tensor(123.456, dtype=torch.float32)
+    for value, weight in zip(tensors, weights):
+        aggregate.add(value, weight)
+        part = value.reshape(()) * weight if reduce_fx == "mean" else value.reshape(())
+        expected = part if expected is None else expected + part
+    total, _ = aggregate.partial()
+    assert total.dtype == expected.dtype
+    assert torch.equal(total, expected)
