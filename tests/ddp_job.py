@@ -59,6 +59,7 @@ class Net(ember.Module):
 
     def training_step(self, batch, batch_idx):
         if self.global_rank == self.fail_rank and self.global_step == self.fail_step:
+            print(f"failing at {time.time():.3f}", flush=True)  # the test times the others' exit from here
             if self.fail == "raise":
                 raise ValueError(f"planned failure on rank {self.global_rank} at step {self.global_step}")
             if self.fail == "sleep":
