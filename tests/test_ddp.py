@@ -170,6 +170,16 @@ def test_a_checkpoint_of_two_ranks_loads_into_one_process(two_ranks, tmp_path):
     metrics = trainer.validate(model, loader, ckpt_path=two_ranks / "checkpoints" / "last.ckpt", verbose=False)
     assert metrics[0]["val_seen"] == 20
 
+    class Predicting(Net):
+        def predict_step(self, batch, batch_idx):
+            return self.net(batch[0])
+
+    fresh = Predicting()  # untrained: predict must load the 2-rank weights itself
+    predictions = trainer.predict(fresh, loader, ckpt_path=two_ranks / "checkpoints" / "last.ckpt")
+    with torch.no_grad():
+        expected = model.net(data(20).tensors[0])
+    assert torch.equal(torch.cat(predictions), expected)
+
 
 @pytest.mark.parametrize("fail", ["raise", "kill"])
 def test_a_failing_rank_ends_every_rank_quickly(tmp_path, fail):
