@@ -47,3 +47,36 @@ def test_a_plain_run_keeps_torchs_default_threads_and_threads_sets_them(project)
     [three] = run_folders(project, "three")
     assert read_run(plain)["threads"] == default
     assert read_run(three)["threads"] == 3
+
+
+def study_trials(sweep):
+    import optuna
+
+    return optuna.load_study(study_name="x", storage=f"sqlite:///{sweep / 'optuna.db'}").trials
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib"]], ids=["basic", "joblib"])
+def test_optuna_median_pruner_stops_bad_trials_early_and_records_them_pruned(project, launcher):
+    # seed 6 asks bad=false for trial 0 (the median pruner's one start-up trial), then bad=true three times;
+    # under joblib each trial runs in a worker process that opens the study's SQLite storage itself
+    done = ember(["fit", "-cd", "mypkg/configs", "-m", "experiment=x", "trainer.max_epochs=4", "hparams_search=optuna",
+                  "+hydra.sweeper.params.model.bad='choice(false,true)'", "hydra.sweep.dir=study",
+                  "hydra.sweeper.n_trials=4", "hydra.sweeper.seed=6", "hydra.sweeper.pruner=median",
+                  "+hydra.sweeper.pruner_args={n_startup_trials: 1, n_warmup_steps: 0}", *launcher], cwd=project,
+                 timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]  # pruned trials are not failures
+    trials = study_trials(project / "study")
+    states = {t.number: t.state.name for t in trials}
+    assert len(trials) == 4 and set(states.values()) <= {"COMPLETE", "PRUNED"}
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned and all(t.params["model.bad"] for t in pruned) and states[0] == "COMPLETE"
+    for trial in trials:
+        run = read_run(project / "study" / str(trial.number))
+        if trial.state.name == "PRUNED":  # its fit stopped at the first reported epoch, not after 4
+            assert sorted(trial.intermediate_values) == [0] and run["status"] == "pruned"
+            assert run["pruned_at_epoch"] == 0 and run["fit_calls"] == 1
+        else:
+            assert sorted(trial.intermediate_values) == [0, 1, 2, 3] and run["status"] == "done"
+    assert f"{4 - len(pruned)} done, 0 failed, {len(pruned)} pruned" in done.stdout
+    assert "| pruned |" in (project / "study" / "sweep.md").read_text()

@@ -103,7 +103,7 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
         raise SystemExit(2) from None
 
     record = runs.RunRecord(output_dir, write=os.environ.get("RANK", "0") == "0")  # DDP: rank 0 writes
-    if in_sweep and record.status == "done":
+    if in_sweep and record.status in ("done", "pruned"):
         log.info(f"trial {hydra_cfg.job.num} is done already ({output_dir}); skipped")
         return record.metric
     ckpt_path = plain.get("ckpt_path")
@@ -119,7 +119,12 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
     record.start(stage, cfg_hash, list(hydra_cfg.overrides.task), ckpt_path)
     try:
         set_threads(plain.get("threads"), in_sweep and parallel_launcher(hydra_cfg))
-        trainer, module, datamodule = build(cfg, output_dir, allowed)
+        pruning = None
+        if in_sweep and stage == "fit":
+            from ember.experiment.pruning import pruning_callback
+
+            pruning = pruning_callback(hydra_cfg.sweep.dir, hydra_cfg.job.num, plain.get("monitor"))
+        trainer, module, datamodule = build(cfg, output_dir, allowed, [pruning] if pruning is not None else [])
         if stage == "fit":
             record.count_fit()
         if stage == "tune":
@@ -143,6 +148,9 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
 
     record.data["threads"] = torch.get_num_threads()
     record.finish(metric, "tuned" if stage == "tune" else plain.get("monitor"))
+    if pruning is not None and pruning.pruned_at is not None:
+        record.data.update(status="pruned", pruned_at_epoch=pruning.pruned_at)  # stopped early: not a failure
+        record.save()
     log.info(f"{stage} done: {record.data['monitor']}={record.data.get('tuned', metric)} ({output_dir})")
     return metric
 
