@@ -6,7 +6,8 @@ Sampler: TPE seeded with `seed`. The objective is what each trial returns (the m
 best checkpoint); a trial that failed is told to Optuna as failed. The study lives in SQLite in the sweep
 folder (`optuna.db`): started again with the same `hydra.sweep.dir`, it counts the finished trials and
 runs only the rest; trials left running by a killed sweep are marked failed and their parameters asked
-again.
+again. `pruner` (Optuna's, by name, with `pruner_args`): each trial reports its monitored metric after each
+validation (ember/experiment/pruning.py) and one stopped by the pruner is told to Optuna as pruned.
 """
 
 from __future__ import annotations
