@@ -60,11 +60,11 @@ def study_trials(sweep):
 def test_optuna_median_pruner_stops_bad_trials_early_and_records_them_pruned(project, launcher):
     # seed 6 asks bad=false for trial 0 (the median pruner's one start-up trial), then bad=true three times;
     # under joblib each trial runs in a worker process that opens the study's SQLite storage itself
-    done = ember(["fit", "-cd", "mypkg/configs", "-m", "experiment=x", "trainer.max_epochs=4", "hparams_search=optuna",
-                  "+hydra.sweeper.params.model.bad='choice(false,true)'", "hydra.sweep.dir=study",
-                  "hydra.sweeper.n_trials=4", "hydra.sweeper.seed=6", "hydra.sweeper.pruner=median",
-                  "+hydra.sweeper.pruner_args={n_startup_trials: 1, n_warmup_steps: 0}", *launcher], cwd=project,
-                 timeout=240)
+    args = ["fit", "-cd", "mypkg/configs", "-m", "experiment=x", "trainer.max_epochs=4", "hparams_search=optuna",
+            "+hydra.sweeper.params.model.bad='choice(false,true)'", "hydra.sweep.dir=study",
+            "hydra.sweeper.n_trials=4", "hydra.sweeper.seed=6", "hydra.sweeper.pruner=median",
+            "+hydra.sweeper.pruner_args={n_startup_trials: 1, n_warmup_steps: 0}", *launcher]
+    done = ember(args, cwd=project, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]  # pruned trials are not failures
     trials = study_trials(project / "study")
     states = {t.number: t.state.name for t in trials}
@@ -80,3 +80,8 @@ def test_optuna_median_pruner_stops_bad_trials_early_and_records_them_pruned(pro
             assert sorted(trial.intermediate_values) == [0, 1, 2, 3] and run["status"] == "done"
     assert f"{4 - len(pruned)} done, 0 failed, {len(pruned)} pruned" in done.stdout
     assert "| pruned |" in (project / "study" / "sweep.md").read_text()
+    if not launcher:  # started again: pruned trials count as finished, nothing runs, still exit 0
+        again = ember(args, cwd=project, timeout=240)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert len(study_trials(project / "study")) == 4
+        assert all(read_run(project / "study" / str(n))["fit_calls"] == 1 for n in range(4))

@@ -19,6 +19,8 @@ from ember.callbacks import Callback
 from ember.experiment.optuna_sweeper import PRUNED_AT, PRUNING_FILE, make_pruner
 
 log = logging.getLogger("ember.experiment.optuna")
+
+
 class OptunaPruning(Callback):
     """Reports `monitor` to `trial` after each validation of fit; stops the fit when the pruner says so."""
 
