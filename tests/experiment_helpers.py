@@ -20,7 +20,8 @@ import ember
 
 
 class Regressor(ember.Module):
-    def __init__(self, lr: float = 0.05, fail_when_lr: float | None = None, die_at_step: int | None = None):
+    def __init__(self, lr: float = 0.05, fail_when_lr: float | None = None, die_at_step: int | None = None,
+                 bad: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.net = torch.nn.Linear(4, 1)
@@ -40,7 +41,8 @@ class Regressor(ember.Module):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val_loss", F.mse_loss(self.net(x), y))
+        loss = F.mse_loss(self.net(x), y)
+        self.log("val_loss", loss * 1e6 if self.hparams.bad else loss)  # bad: a trial a pruner should stop
 
     def test_step(self, batch, batch_idx):
         x, y = batch
@@ -81,7 +83,7 @@ class Data(ember.DataModule):
 '''
 
 CONFIGS = {
-    "model/regressor.yaml": "_target_: mypkg.model.Regressor\nlr: 0.05\n",
+    "model/regressor.yaml": "_target_: mypkg.model.Regressor\nlr: 0.05\nbad: false\n",
     "data/tiny.yaml": "_target_: mypkg.data.Data\nn: 64\nbatch_size: 16\n",
     "experiment/x.yaml": textwrap.dedent("""\
         # @package _global_

@@ -63,6 +63,26 @@ def objective(trainer: Any, monitor: str | None) -> float | None:
     return None if score is None else float(score)
 
 
+def parallel_launcher(hydra_cfg: Any) -> bool:
+    """A launcher running several jobs at once on this machine (joblib with n_jobs other than 1)."""
+    launcher = hydra_cfg.get("launcher") or {}
+    return "joblib" in str(launcher.get("_target_", "")).lower() and launcher.get("n_jobs", -1) != 1
+
+
+def set_threads(threads: int | None, parallel: bool) -> int | None:
+    """`threads:` (null: 1 under a parallel launcher, torch's default otherwise) for torch and the job's children
+    (OMP_NUM_THREADS), before anything is built. Returns the number set (None: left alone)."""
+    if threads is None and parallel:
+        threads = 1  # n jobs each using every core fight over them
+    if threads is None:
+        return None
+    import torch
+
+    torch.set_num_threads(int(threads))
+    os.environ["OMP_NUM_THREADS"] = str(int(threads))
+    return int(threads)
+
+
 def run_task(stage: str, cfg: DictConfig) -> float | None:
     """One run: returns the objective (None when a sweep trial failed)."""
     from hydra.core.hydra_config import HydraConfig
@@ -83,7 +103,7 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
         raise SystemExit(2) from None
 
     record = runs.RunRecord(output_dir, write=os.environ.get("RANK", "0") == "0")  # DDP: rank 0 writes
-    if in_sweep and record.status == "done":
+    if in_sweep and record.status in ("done", "pruned"):
         log.info(f"trial {hydra_cfg.job.num} is done already ({output_dir}); skipped")
         return record.metric
     ckpt_path = plain.get("ckpt_path")
@@ -98,7 +118,13 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
         log.info(f"ckpt_path=auto: {'resuming from ' + ckpt_path if ckpt_path else 'no earlier run of this config'}")
     record.start(stage, cfg_hash, list(hydra_cfg.overrides.task), ckpt_path)
     try:
-        trainer, module, datamodule = build(cfg, output_dir, allowed)
+        set_threads(plain.get("threads"), in_sweep and parallel_launcher(hydra_cfg))
+        pruning = None
+        if in_sweep and stage == "fit":
+            from ember.experiment.pruning import pruning_callback
+
+            pruning = pruning_callback(hydra_cfg.sweep.dir, hydra_cfg.job.num, plain.get("monitor"))
+        trainer, module, datamodule = build(cfg, output_dir, allowed, [pruning] if pruning is not None else [])
         if stage == "fit":
             record.count_fit()
         if stage == "tune":
@@ -118,7 +144,13 @@ def run_task(stage: str, cfg: DictConfig) -> float | None:
         log.error(f"trial {hydra_cfg.job.num} failed: {type(err).__name__}: {err} "
                   f"(traceback in {output_dir / runs.TRACEBACK_FILE})")
         return None
+    import torch
+
+    record.data["threads"] = torch.get_num_threads()
     record.finish(metric, "tuned" if stage == "tune" else plain.get("monitor"))
+    if pruning is not None and pruning.pruned_at is not None:
+        record.data.update(status="pruned", pruned_at_epoch=pruning.pruned_at)  # stopped early: not a failure
+        record.save()
     log.info(f"{stage} done: {record.data['monitor']}={record.data.get('tuned', metric)} ({output_dir})")
     return metric
 

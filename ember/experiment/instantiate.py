@@ -112,8 +112,10 @@ def instantiate(node: Any) -> Any:
     return hydra_instantiate(node, _convert_="partial")
 
 
-def build(cfg: Any, output_dir: str | Path, allowed: Iterable[str] = ()) -> tuple[Any, Any, Any]:
-    """(trainer, module, datamodule) from a composed config (an OmegaConf node), checks first."""
+def build(cfg: Any, output_dir: str | Path, allowed: Iterable[str] = (), extra_callbacks: Iterable[Any] = ()
+          ) -> tuple[Any, Any, Any]:
+    """(trainer, module, datamodule) from a composed config (an OmegaConf node), checks first; `extra_callbacks`
+    (the experiment layer's own, e.g. Optuna pruning) come after the configured ones."""
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -130,7 +132,7 @@ def build(cfg: Any, output_dir: str | Path, allowed: Iterable[str] = ()) -> tupl
         ember.seed_everything(int(cfg.seed))
     module = instantiate(cfg.model)
     datamodule = instantiate(cfg.data) if cfg.get("data") is not None else None
-    trainer = ember.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False,
+    trainer = ember.Trainer(**trainer_kwargs, callbacks=[*callbacks, *extra_callbacks], logger=loggers or False,
                             default_root_dir=str(output_dir))
     return trainer, module, datamodule
 

@@ -6,11 +6,13 @@ Sampler: TPE seeded with `seed`. The objective is what each trial returns (the m
 best checkpoint); a trial that failed is told to Optuna as failed. The study lives in SQLite in the sweep
 folder (`optuna.db`): started again with the same `hydra.sweep.dir`, it counts the finished trials and
 runs only the rest; trials left running by a killed sweep are marked failed and their parameters asked
-again.
+again. `pruner` (Optuna's, by name, with `pruner_args`): each trial reports its monitored metric after each
+validation (ember/experiment/pruning.py) and one stopped by the pruner is told to Optuna as pruned.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -77,10 +79,29 @@ RAISED = "ember_raised"       # user attr of a trial whose run raised (a FAIL th
 RETRY_OF = "ember_retry_of"   # user attr of a trial asked again for an interrupted one (its number)
 SURPLUS = "ember_surplus"     # user attr of a trial asked when n_trials were already taken (not run)
 BEATING = "ember_beating"     # user attr set once a trial's first heartbeat is recorded
+PRUNING_FILE = "optuna_pruning.json"
+PRUNED_AT = "ember_pruned_at"  # user attr of a trial its pruner stopped: the epoch it stopped at
+PRUNERS = {"none": "NopPruner", "nop": "NopPruner", "median": "MedianPruner", "percentile": "PercentilePruner",
+           "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner",
+           "threshold": "ThresholdPruner", "patient": "PatientPruner", "wilcoxon": "WilcoxonPruner"}
+
+
+def make_pruner(optuna: Any, name: str | None, arguments: dict[str, Any] | None) -> Any:
+    """Optuna's pruner named `name` (none/null: never prunes) with `arguments`."""
+    key = "none" if name is None else str(name).lower()
+    if key not in PRUNERS or not hasattr(optuna.pruners, PRUNERS[key]):
+        raise ValueError(f"hydra.sweeper.pruner={name!r}: expected one of {', '.join(PRUNERS)}.")
+    return getattr(optuna.pruners, PRUNERS[key])(**(arguments or {}))
+
+
+def write_settings(sweep_dir: Path, storage: str, study_name: str, pruner: str | None,
+                   arguments: dict[str, Any] | None) -> None:
+    settings = {"storage": storage, "study_name": study_name, "pruner": pruner, "pruner_args": arguments or {}}
+    (sweep_dir / PRUNING_FILE).write_text(json.dumps(settings, indent=1))
 
 
 def open_study(optuna: Any, url: str, name: str, direction: str, seed: int | None, heartbeat: int,
-               grace: int) -> tuple[Any, Any]:
+               grace: int, pruner: Any = None) -> tuple[Any, Any]:
     """(study, storage): the study in `url`, made if missing. Several workers may start together on one SQLite file: the
     connection waits for the file's lock, and a race to create the tables or the study is tried again."""
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -91,7 +112,8 @@ def open_study(optuna: Any, url: str, name: str, direction: str, seed: int | Non
                 storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
                                                      grace_period=grace)
             study = optuna.create_study(study_name=name, storage=storage, direction=direction,
-                                        sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+                                        sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
+                                        load_if_exists=True)
             return study, storage
         except Exception as err:  # sqlalchemy's OperationalError/IntegrityError: another worker got there first
             if attempt == 4 or "sqlalchemy" not in type(err).__module__ and "Duplicated" not in type(err).__name__:
@@ -167,7 +189,8 @@ def consecutive(trials: list[Any]) -> list[list[Any]]:
 class OptunaSweeperImpl(Sweeper):
     def __init__(self, direction: str = "minimize", n_trials: int = 10, n_jobs: int = 1, seed: int | None = None,
                  study_name: str = "ember", params: dict[str, str] | None = None, storage: str | None = None,
-                 heartbeat_interval: int = 10, grace_period: int = 30):
+                 heartbeat_interval: int = 10, grace_period: int = 30, pruner: str | None = None,
+                 pruner_args: dict[str, Any] | None = None):
         if direction not in DIRECTIONS:
             raise ValueError(f"hydra.sweeper.direction={direction!r}: expected one of {', '.join(DIRECTIONS)}.")
         if int(grace_period) <= int(heartbeat_interval):
@@ -177,6 +200,9 @@ class OptunaSweeperImpl(Sweeper):
         self.n_trials, self.n_jobs, self.seed, self.study_name = int(n_trials), int(n_jobs), seed, study_name
         self.params = OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else dict(params or {})
         self.storage, self.heartbeat, self.grace = storage, int(heartbeat_interval), int(grace_period)
+        self.pruner = None if pruner is None else str(pruner)
+        self.pruner_args = OmegaConf.to_container(pruner_args, resolve=True) if OmegaConf.is_config(pruner_args) \
+            else dict(pruner_args or {})
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         self.config = config
@@ -195,7 +221,10 @@ class OptunaSweeperImpl(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         url = self.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-        study, storage = open_study(optuna, url, self.study_name, self.direction, self.seed, self.heartbeat, self.grace)
+        pruner = make_pruner(optuna, self.pruner, self.pruner_args)
+        study, storage = open_study(optuna, url, self.study_name, self.direction, self.seed, self.heartbeat, self.grace,
+                                    pruner)
+        write_settings(sweep_dir, url, self.study_name, self.pruner, self.pruner_args)  # read by each trial
         returns = []
         while True:
             ask_again_interrupted(optuna, study, storage, self.grace)
@@ -232,7 +261,9 @@ class OptunaSweeperImpl(Sweeper):
                                                    initial_job_idx=group[0].number)
                 for trial, result in zip(group, results):
                     value = result.return_value if result.status.name == "COMPLETED" else None
-                    if value is None or (isinstance(value, float) and math.isnan(value)):
+                    if storage.get_trial(trial._trial_id).user_attrs.get(PRUNED_AT) is not None:
+                        study.tell(trial, state=states.PRUNED)  # its run stopped early: not a failure
+                    elif value is None or (isinstance(value, float) and math.isnan(value)):
                         trial.set_user_attr(RAISED, True)
                         study.tell(trial, state=states.FAIL)
                     else:

@@ -1,8 +1,8 @@
 """Run folders: `runs/<name>/<date>/<time>_<short id>/` with `.hydra/`, logs, `checkpoints/` and `run.json`.
 
-`run.json` says what became of the run: `status` (running, done, failed), the objective `metric`, the
-command, the git commit of the working directory (if any), the config's hash (so `ckpt_path=auto` finds
-earlier runs of the same config) and how many times fit was started in this folder.
+`run.json` says what became of the run: `status` (running, done, failed; pruned: stopped by an Optuna
+pruner), the objective `metric`, the command, the git commit of the working directory (if any), the config's
+hash (so `ckpt_path=auto` finds earlier runs of the same config) and how many times fit was started in this folder.
 """
 
 from __future__ import annotations

@@ -61,7 +61,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
-        failed = sum(r["status"] != "done" for r in rows)
-        LAST_SUMMARY.update(total=len(rows), failed=failed, dir=str(sweep_dir))
-        print(f"\nsweep {sweep_dir}: {len(rows) - failed} done, {failed} failed\n{markdown(rows)}"
+        pruned = sum(r["status"] == "pruned" for r in rows)  # stopped by Optuna's pruner: not failures
+        failed = sum(r["status"] not in ("done", "pruned") for r in rows)
+        LAST_SUMMARY.update(total=len(rows), failed=failed, pruned=pruned, dir=str(sweep_dir))
+        print(f"\nsweep {sweep_dir}: {len(rows) - failed - pruned} done, {failed} failed"
+              f"{f', {pruned} pruned' if pruned else ''}\n{markdown(rows)}"
               f"(written to {sweep_dir / 'sweep.csv'} and {sweep_dir / 'sweep.md'})", flush=True)
