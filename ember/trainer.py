@@ -253,7 +253,7 @@ class Trainer(TrainerProperties, Checkpointing, StageSetup):
             # resumed from a checkpoint written after a batch but before the validation that followed it
             self._run_validation()
         stopped = start > 0 and self._stop_mid_epoch()  # resumed after a stop was decided mid-epoch
-        batch_idx, exhausted = start - 1, False
+        batch_idx, exhausted, cut = start - 1, False, False
         validates, several = self.enable_validation and self._val_every != math.inf, self.world_size > 1
         while not stopped and batch_idx + 1 < self.num_training_batches:
             batch = next(iterator, _END)
@@ -261,7 +261,9 @@ class Trainer(TrainerProperties, Checkpointing, StageSetup):
                 exhausted = True  # an iterable without a length ran out
                 break
             batch_idx += 1
-            self._train_batch(batch, batch_idx)
+            if not self._train_batch(batch, batch_idx):  # on_train_batch_start returned -1 (Lightning's rule)
+                batch_idx, cut = batch_idx - 1, True  # the epoch ends here; an open window is not stepped
+                break
             if validates and self._validation_due():
                 self._run_validation()
             if several:
@@ -273,7 +275,7 @@ class Trainer(TrainerProperties, Checkpointing, StageSetup):
                 or self._interrupt.requested is not None  # (the common case decided without a call)
             if stopped:
                 stopped = self._stop_mid_epoch() or self._interrupt.requested is not None
-        state.epoch_finished = batch_idx + 1 >= self.num_training_batches or exhausted
+        state.epoch_finished = batch_idx + 1 >= self.num_training_batches or exhausted or cut
         if exhausted:
             self._end_unsized_epoch(batch_idx)
         if self._interrupt.requested is not None and not state.epoch_finished:
@@ -285,8 +287,8 @@ class Trainer(TrainerProperties, Checkpointing, StageSetup):
             others.on_train_epoch_end(self, model)
             model.on_train_epoch_end()
             self._feed.send(logs.end_epoch())  # what they logged here, before a checkpoint is written
-            if state.epoch_finished:  # the others stepped with the last batch, unless its length was unknown
-                self.optimization.step_schedulers("epoch", plateau=None if exhausted else True)
+            if state.epoch_finished:  # the others stepped with the last batch, unless unknown or cut short
+                self.optimization.step_schedulers("epoch", plateau=None if exhausted or cut else True)
             state.epoch_ended = True  # a checkpoint written from here on resumes after this epoch's end
             judges.on_train_epoch_end(self, model)
             self._feed.send(logs.end_epoch())  # what EarlyStopping / ModelCheckpoint logged
@@ -295,7 +297,8 @@ class Trainer(TrainerProperties, Checkpointing, StageSetup):
             state.next_epoch()
         self.should_stop = self.strategy.reduce_bool(self.should_stop)
 
-    def _train_batch(self, batch: Any, batch_idx: int) -> None:
+    def _train_batch(self, batch: Any, batch_idx: int) -> bool:
+        """Train one batch; False when the Module's on_train_batch_start returned -1 (skip the epoch's rest)."""
         model, callbacks, logs, state = self.lightning_module, self._callbacks, self.log_collector, self.fit_state
         optimization = self.optimization
         hooks = optimization.active_hooks  # the per-step hooks someone implements
@@ -305,7 +308,9 @@ class Trainer(TrainerProperties, Checkpointing, StageSetup):
         if "on_train_batch_start" in hooks:
             with logs.in_hook("on_train_batch_start"):
                 callbacks.on_train_batch_start(self, model, batch, batch_idx)
-                model.on_train_batch_start(batch, batch_idx)
+                if model.on_train_batch_start(batch, batch_idx) == -1:
+                    logs.batch = None
+                    return False
         automatic = model.automatic_optimization
         if automatic:
             window_ends = (batch_idx + 1) % self.accumulate_grad_batches == 0 \
@@ -327,6 +332,7 @@ class Trainer(TrainerProperties, Checkpointing, StageSetup):
         logs.batch = None  # let the batch's memory go before the next one is collated
         if optimization.flush_due or not automatic:  # (manual optimization: due by batches)
             self._flush_step_logs()
+        return True
 
     def _end_unsized_epoch(self, batch_idx: int) -> None:
         """An iterable without a length ran out: validate once, and step on a short last accumulation window."""

@@ -599,3 +599,39 @@ def test_epoch_schedulers_step_with_the_epochs_last_batch_as_in_lightning(tmp_pa
     # the last batch's on_train_batch_end, the epoch's validation and its end see the stepped rate
     assert ours.rates[2:6] == [("batch_end 2", 0, 0.1), ("batch_end 3", 0, 0.05), ("validation", 0, 0.05),
                                ("epoch_end", 0, 0.05)]
+
+
+def skipping_module(base: type) -> type:
+    """`on_train_batch_start` returning -1 skips the rest of the epoch (Lightning's documented contract)."""
+
+    class Skipping(base):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(3, 1)
+            self.trained = []
+
+        def on_train_batch_start(self, batch, batch_idx):
+            if self.current_epoch == 0 and batch_idx == 2:
+                return -1
+            return None
+
+        def training_step(self, batch, batch_idx):
+            self.trained.append((self.current_epoch, batch_idx))
+            x, y = batch
+            return F.mse_loss(self.net(x), y)
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)]
+
+    return Skipping
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_on_train_batch_start_returning_minus_one_ends_the_epoch_as_in_lightning(tmp_path, accumulate):
+    ours, our_trainer, theirs, their_trainer = fit_both(skipping_module, tmp_path, max_epochs=2,
+                                                        accumulate_grad_batches=accumulate)
+    assert ours.trained == theirs.trained == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (1, 3)]
+    assert our_trainer.global_step == their_trainer.global_step
+    assert our_trainer.optimizers[0].param_groups[0]["lr"] == their_trainer.optimizers[0].param_groups[0]["lr"]
+    assert same_weights(ours, theirs)
